@@ -1,0 +1,36 @@
+"""The seam between the ROS node and the command-to-plan core.
+
+The node only ever talks to a ``PlanBackend``; ``ministral_ros.planning.planner.Planner`` is the real
+one (engine + tokenizer + vocabulary + constrained decoding). Keeping the seam this small lets the
+node's queueing, lifecycle and ROS plumbing be tested on their own terms.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ministral_ros.planning.plan import ActionResult, Plan, RequestSource
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    request_id: str
+    text: str
+    source: RequestSource
+    source_topic: str = ''
+
+
+class PlanBackend(Protocol):
+    def plan(self, request: PlanRequest, cancel: threading.Event,
+             on_token: Callable[[str], None] | None = None) -> Plan:
+        """Turn one request into a plan. Never raises for bad input or bad model output: those
+        become ``Plan(status=PlanStatus.ERROR, error=...)``. Returns promptly (status CANCELLED)
+        once ``cancel`` is set."""
+
+    def report_result(self, result: ActionResult) -> None:
+        """Record a planner's action result; the next request continues the conversation."""
+
+    def reset_history(self) -> None:
+        """Forget the conversation (keeps the warmed prompt prefix)."""

@@ -1,0 +1,32 @@
+"""ament_python set-up of ministral_ros (also a plain pip-installable package)."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'ministral_ros'
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(exclude=['test', 'test.*']),
+    package_data={PACKAGE: ['data/*']},
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+        ('share/' + PACKAGE, ['package.xml']),
+        ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
+        ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+    ],
+    install_requires=['setuptools'],
+    zip_safe=False,
+    maintainer='ministral_ros developers',
+    description='Offline Ministral language node for ROS 2: commands and transcripts to typed action plans.',
+    license='Apache-2.0',
+    python_requires='>=3.10',
+    entry_points={
+        'console_scripts': [
+            'ministral-ros = ministral_ros.cli:main',
+            'ministral_node = ministral_ros.ministral_node:main',
+            'ministral_speech_node = ministral_ros.speech_node:main',
+        ],
+    },
+)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The two README commands: `tools/dev.sh demo` (the main job) and `tools/dev.sh test` (all tests).
+# Both set everything up first (tools/setup_env.sh is idempotent and quick once done).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${MINISTRAL_VENV:-$root/.venv}"
+cmd="${1:-}"
+shift || true
+bash "$root/tools/setup_env.sh"
+export PATH="$venv/bin:$PATH"
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+case "$cmd" in
+  test)
+    cd "$root"
+    exec "$venv/bin/python" -m pytest -q "$@"
+    ;;
+  demo)
+    cd "$root"
+    exec "$venv/bin/python" -m ministral_ros.demo "$@"
+    ;;
+  *)
+    echo "usage: tools/dev.sh demo|test [args...]" >&2
+    exit 2
+    ;;
+esac
