@@ -1,0 +1,34 @@
+"""``ministral-ros export SRC OUT``: Hugging Face checkpoint folder -> engine model folder."""
+from __future__ import annotations
+
+import argparse
+
+from ministral_ros.cli import CommandError
+
+HELP = 'export a Mistral/Ministral checkpoint folder to an ONNX model folder (fp32/fp16/int8/int4)'
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('src', help='Hugging Face checkpoint folder '
+                                    '(config.json, *.safetensors, tokenizer.json or tekken.json)')
+    parser.add_argument('out', help='model folder to create')
+    parser.add_argument('--precision', choices=('fp32', 'fp16', 'int8', 'int4'), default='fp32',
+                        help='weights: fp32, fp16 (half weights and KV cache), int8 (dynamic), int4 (MatMulNBits)')
+    parser.add_argument('--layer-pattern', default='auto',
+                        help="per-layer attention: 'auto' (config layer_types; the real ragged 1 full + 3 sliding "
+                             "pattern for Ministral-8B-Instruct-2410, whose hub config says uniform), 'config' "
+                             '(config as written) or a repeated comma list such as full,sliding,sliding,sliding')
+    parser.add_argument('--opset', type=int, default=17, help='ONNX opset (default 17)')
+    parser.add_argument('--overwrite', action='store_true', help='replace OUT if it exists')
+
+
+def run(args: argparse.Namespace) -> int:
+    from ministral_ros.engine.exporter import ExportError, export_model
+    try:
+        manifest = export_model(args.src, args.out, args.precision, layer_pattern=args.layer_pattern,
+                                opset=args.opset, overwrite=args.overwrite)
+    except ExportError as error:
+        raise CommandError(str(error)) from error
+    windows = ','.join('full' if w is None else str(w) for w in manifest.architecture.layer_windows)
+    print(f'exported {args.src} -> {args.out} ({manifest.precision}, layer windows {windows})')
+    return 0

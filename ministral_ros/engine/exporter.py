@@ -1,0 +1,375 @@
+"""Export a Mistral/Ministral Hugging Face checkpoint folder to an engine model folder.
+
+Pipeline (each step logs progress and its duration):
+
+1. read ``config.json`` and decide every layer's window (see ``resolve_layer_windows``: the hub
+   config of Ministral-8B-Instruct-2410 declares a uniform 32k window, which is not the model's real
+   ragged pattern, so ``layer_pattern='auto'`` applies full+3x32k-sliding to that checkpoint and says so);
+2. load the checkpoint with transformers (fp16 weights for ``fp16``, fp32 otherwise) and wrap it in
+   ``StepGraph`` (our graph; see step_graph.py for why not the stock one);
+3. export it THROUGH OPTIMUM: ``StepOnnxConfig`` is an optimum ``OnnxConfig`` subclass describing our
+   inputs/outputs and dummy inputs, and ``optimum.exporters.onnx.convert.export`` runs the TorchScript
+   exporter, consolidates external data and fixes dynamic axes, exactly as it does for a stock
+   ``custom_onnx_configs`` export (the higher-level ``main_export`` is not used because it insists on
+   building its own model from the task, while our graph is a wrapper around the loaded model);
+4. ``int8``: ``onnxruntime.quantization.quantize_dynamic`` (MatMul weights, per-channel int8, the
+   activations quantized at run time); ``int4``: ``MatMulNBitsQuantizer`` (block 32, symmetric,
+   accuracy level 4 = int8 activations on CPU); both from the fp32 graph;
+5. write ``model.onnx`` (weights in ``model.onnx_data`` when the graph passes 2 GB, protobuf's limit),
+   ``config.json``, ``generation_config.json``, ``tokenizer.json`` (copied, or converted from Mistral's
+   ``tekken.json`` by ``ministral_ros.chat.tekken``) and ``manifest.json`` with sha256 of every file.
+
+Resources for Ministral 8B (8.0e9 parameters; ``estimate_resources`` prints the figure for any
+checkpoint before starting): the TorchScript exporter holds the loaded weights plus their ONNX copy,
+and consolidation/quantization reload the graph once more, so peak RAM is about 3x the weight bytes:
+~96 GB for fp32/int8/int4 (exported from fp32), ~48 GB for fp16; disk about 2x the final size while
+the temporary graph exists (fp32 32 GB, fp16 16 GB, int8 ~8.5 GB, int4 ~5 GB final); time on an
+8-core x86 machine roughly 15-40 minutes (export), plus 10-30 minutes for int4/int8 quantization.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ministral_ros.engine.manifest import (MANIFEST_NAME, PRECISIONS, Architecture, Manifest, ModelFolderError,
+                                           describe_files)
+from ministral_ros.engine.step_graph import group_name, window_groups
+
+logger = logging.getLogger(__name__)
+
+GRAPH_FILE = 'model.onnx'
+EXTERNAL_DATA_FILE = 'model.onnx_data'
+PROTOBUF_LIMIT = 2 * 1024 ** 3 - 64 * 1024 ** 2
+SUPPORTED_MODEL_TYPES = ('mistral', 'ministral')
+MINISTRAL_8B_PATTERN = ('full', 'sliding', 'sliding', 'sliding')
+DEFAULT_OPSET = 17
+
+
+class ExportError(Exception):
+    """The source checkpoint or the export options are unusable; the message says how to fix it."""
+
+
+def _is_ministral_8b_2410(config: dict) -> bool:
+    """The hub config of Ministral-8B-Instruct-2410: MistralForCausalLM, 36x4096, vocab 131072, window 32k."""
+    return (config.get('model_type') == 'mistral' and config.get('num_hidden_layers') == 36
+            and config.get('hidden_size') == 4096 and config.get('vocab_size') == 131072
+            and config.get('sliding_window') == 32768)
+
+
+def resolve_layer_windows(config: dict, layer_pattern: str = 'auto') -> tuple[list[int | None], str]:
+    """Each layer's window (None = full attention) and a sentence saying where it came from.
+
+    ``layer_pattern``: ``auto`` (config's ``layer_types`` if present; the real ragged pattern
+    full,sliding,sliding,sliding for Ministral-8B-Instruct-2410's uniform hub config; else the
+    config's uniform window), ``config`` (the config as written), or a comma list of
+    ``full``/``sliding`` repeated over the layers (sliding layers use the config's ``sliding_window``).
+    """
+    layers = int(config['num_hidden_layers'])
+    window = config.get('sliding_window')
+    if window is not None and int(window) >= int(config.get('max_position_embeddings', 0) or 1 << 62):
+        window = None  # a window as long as the context is no window
+    layer_types = config.get('layer_types')
+    if layer_pattern == 'auto' and layer_types is None and _is_ministral_8b_2410(config):
+        pattern: tuple[str, ...] | None = MINISTRAL_8B_PATTERN
+        origin = ('Ministral-8B-Instruct-2410 detected: its hub config declares one uniform window, the real model '
+                  'is ragged (1 full + 3 sliding, repeated); applying that pattern (--layer-pattern config keeps '
+                  'the uniform window)')
+    elif layer_pattern in ('auto', 'config'):
+        pattern = None
+        if layer_types is not None:
+            if len(layer_types) != layers:
+                raise ExportError(f'config.json has {len(layer_types)} layer_types for {layers} layers; '
+                                  'fix config.json')
+            unknown = sorted(set(layer_types) - {'full_attention', 'sliding_attention'})
+            if unknown:
+                raise ExportError(f'config.json layer_types has unsupported kinds {unknown}')
+            if 'sliding_attention' in layer_types and window is None:
+                raise ExportError('config.json has sliding layer_types but no sliding_window; set sliding_window')
+            windows = [window if kind == 'sliding_attention' else None for kind in layer_types]
+            return windows, 'layer windows from config.json layer_types'
+        return [window] * layers, ('uniform window from config.json' if window else 'full attention on every layer')
+    else:
+        pattern = tuple(part.strip() for part in layer_pattern.split(',') if part.strip())
+        if not pattern or any(kind not in ('full', 'sliding') for kind in pattern):
+            raise ExportError(f"--layer-pattern must be 'auto', 'config' or a comma list of full/sliding, "
+                              f'got {layer_pattern!r}')
+        origin = f'layer pattern {",".join(pattern)} from --layer-pattern'
+    if 'sliding' in pattern and window is None:
+        raise ExportError('the layer pattern has sliding layers but config.json has no sliding_window')
+    return [window if pattern[i % len(pattern)] == 'sliding' else None for i in range(layers)], origin
+
+
+@dataclass(frozen=True)
+class ResourceEstimate:
+    parameters: int
+    peak_ram_bytes: int
+    final_disk_bytes: int
+    temporary_disk_bytes: int
+
+    def describe(self) -> str:
+        gib = 1024 ** 3
+        return (f'{self.parameters / 1e9:.2f}B parameters: expect peak RAM ~{self.peak_ram_bytes / gib:.1f} GiB, '
+                f'disk ~{self.final_disk_bytes / gib:.1f} GiB final + ~{self.temporary_disk_bytes / gib:.1f} GiB '
+                f'temporary; time ~{2 * self.parameters / 1e9:.0f}-{5 * self.parameters / 1e9:.0f} min on 8 cores '
+                '(2-5 min per billion parameters, plus as much again for int8/int4 quantization)')
+
+
+def count_parameters(config: dict) -> int:
+    hidden, layers = int(config['hidden_size']), int(config['num_hidden_layers'])
+    heads = int(config['num_attention_heads'])
+    kv_heads = int(config.get('num_key_value_heads') or heads)
+    head_dim = int(config.get('head_dim') or hidden // heads)
+    ffn, vocab = int(config['intermediate_size']), int(config['vocab_size'])
+    per_layer = hidden * head_dim * (2 * heads + 2 * kv_heads) + 3 * hidden * ffn + 2 * hidden
+    embeddings = vocab * hidden * (1 if config.get('tie_word_embeddings') else 2)
+    return layers * per_layer + embeddings + hidden
+
+
+def estimate_resources(config: dict, precision: str) -> ResourceEstimate:
+    params = count_parameters(config)
+    export_bytes = params * (2 if precision == 'fp16' else 4)
+    final = {'fp32': 4.0, 'fp16': 2.0, 'int8': 1.1, 'int4': 0.65}[precision] * params
+    temporary = export_bytes + (final if precision == 'int8' else 0)  # exported graph (+ int8 staging copy)
+    return ResourceEstimate(params, 3 * export_bytes, int(final), int(temporary))
+
+
+@contextmanager
+def _step(name: str):
+    logger.info('%s ...', name)
+    start = time.perf_counter()
+    yield
+    logger.info('%s done in %.1f s', name, time.perf_counter() - start)
+
+
+def _onnx_config_class():
+    """Built lazily so that importing this module does not import optimum/torch."""
+    from optimum.exporters.onnx.base import OnnxConfig
+    from optimum.utils import NormalizedTextConfig
+
+    class StepOnnxConfig(OnnxConfig):
+        """optimum description of ``StepGraph``: per-layer past lengths, one bias per window group."""
+
+        NORMALIZED_CONFIG_CLASS = NormalizedTextConfig
+        DEFAULT_ONNX_OPSET = DEFAULT_OPSET
+
+        def __init__(self, config, layer_windows: list[int | None], float_dtype: str = 'fp32') -> None:
+            super().__init__(config, task='text-generation', float_dtype=float_dtype)
+            self.layer_windows = list(layer_windows)
+            self.groups = window_groups(self.layer_windows)
+            self.kv_heads = config.num_key_value_heads
+            self.head_dim = getattr(config, 'head_dim', None) or config.hidden_size // config.num_attention_heads
+
+        @property
+        def inputs(self) -> dict[str, dict[int, str]]:
+            axes: dict[str, dict[int, str]] = OrderedDict()
+            axes['input_ids'] = {0: 'batch_size', 1: 'sequence_length'}
+            axes['position_ids'] = {0: 'batch_size', 1: 'sequence_length'}
+            for group in self.groups:
+                axes[f'attention_bias.{group}'] = {0: 'batch_size', 2: 'sequence_length', 3: f'total_length_{group}'}
+            for index in range(len(self.layer_windows)):
+                for kind in ('key', 'value'):
+                    axes[f'past_key_values.{index}.{kind}'] = {0: f'past_length_{index}', 1: 'batch_size'}
+            return axes
+
+        @property
+        def outputs(self) -> dict[str, dict[int, str]]:
+            axes: dict[str, dict[int, str]] = OrderedDict()
+            axes['logits'] = {0: 'batch_size'}
+            for index in range(len(self.layer_windows)):
+                for kind in ('key', 'value'):
+                    axes[f'present.{index}.{kind}'] = {0: 'sequence_length', 1: 'batch_size'}
+            return axes
+
+        def generate_dummy_inputs(self, framework: str = 'pt', **kwargs):
+            import torch
+            dtype = torch.float16 if self.float_dtype == 'fp16' else torch.float32
+            vocab = self._config.vocab_size
+            seq, batch = 3, 1
+            past_lengths = [2 + (index % 3) for index in range(len(self.layer_windows))]
+            past_lengths_by_group = {}
+            for index, window in enumerate(self.layer_windows):
+                past_lengths[index] = past_lengths_by_group.setdefault(group_name(window), past_lengths[index])
+            biases = tuple(torch.zeros(batch, 1, seq, past_lengths_by_group[group] + seq) for group in self.groups)
+            past = tuple((torch.randn(length, batch, self.kv_heads, self.head_dim, dtype=dtype),
+                          torch.randn(length, batch, self.kv_heads, self.head_dim, dtype=dtype))
+                         for length in past_lengths)
+            return {'input_ids': torch.randint(0, vocab, (batch, seq)),
+                    'position_ids': torch.arange(5, 5 + seq).unsqueeze(0),
+                    'attention_bias': biases, 'past_key_values': past}
+
+    return StepOnnxConfig
+
+
+def _read_source_config(src: Path) -> dict:
+    if not src.is_dir():
+        raise ExportError(f'source checkpoint folder {src} does not exist')
+    path = src / 'config.json'
+    if not path.is_file():
+        raise ExportError(f'{path} is missing: SRC must be a Hugging Face checkpoint folder '
+                          '(config.json + *.safetensors + tokenizer)')
+    try:
+        config = json.loads(path.read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ExportError(f'{path} is not valid JSON: {error}') from error
+    if not isinstance(config, dict) or config.get('model_type') not in SUPPORTED_MODEL_TYPES:
+        found = config.get('model_type') if isinstance(config, dict) else None
+        raise ExportError(f'{path}: model_type {found!r} is not supported '
+                          f'(supported: {", ".join(SUPPORTED_MODEL_TYPES)})')
+    for key in ('hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size', 'vocab_size'):
+        if not isinstance(config.get(key), int) or config[key] < 1:
+            raise ExportError(f'{path}: {key} must be a positive integer, got {config.get(key)!r}')
+    if not list(src.glob('*.safetensors')) and not list(src.glob('*.bin')):
+        raise ExportError(f'{src} holds no weights (*.safetensors or *.bin)')
+    return config
+
+
+def _copy_tokenizer(src: Path, out: Path) -> str | None:
+    if (src / 'tokenizer.json').is_file():
+        shutil.copyfile(src / 'tokenizer.json', out / 'tokenizer.json')
+        return 'tokenizer.json'
+    if (src / 'tekken.json').is_file():
+        try:
+            from ministral_ros.chat.tekken import convert_tekken
+        except ImportError as error:
+            raise ExportError(f'{src / "tekken.json"} needs ministral_ros.chat.tekken to convert it '
+                              f'({error})') from error
+        with _step('converting tekken.json to tokenizer.json'):
+            convert_tekken(src / 'tekken.json', out / 'tokenizer.json')
+        return 'tokenizer.json'
+    logger.warning('%s has no tokenizer.json or tekken.json: the model folder will take token ids only', src)
+    return None
+
+
+def _save_graph(model, path: Path) -> list[str]:
+    """Save an onnx ModelProto as ``path`` (+ external data past the protobuf limit); return file names."""
+    import onnx
+    size = sum(init.ByteSize() for init in model.graph.initializer)
+    for stale in (path, path.with_name(EXTERNAL_DATA_FILE)):
+        stale.unlink(missing_ok=True)
+    if size >= PROTOBUF_LIMIT:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=EXTERNAL_DATA_FILE, size_threshold=1024)
+        return [path.name, EXTERNAL_DATA_FILE]
+    onnx.save(model, str(path))
+    return [path.name]
+
+
+def _quantize(fp32_graph: Path, precision: str, work: Path):
+    import onnx
+    if precision == 'int8':
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        target = work / 'model.int8.onnx'
+        quantize_dynamic(str(fp32_graph), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=['MatMul'], use_external_data_format=True)
+        return onnx.load(str(target))
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32_graph)), block_size=32, is_symmetric=True, accuracy_level=4)
+    quantizer.process()
+    return quantizer.model.model
+
+
+def export_model(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp32', *,
+                 layer_pattern: str = 'auto', opset: int = DEFAULT_OPSET, overwrite: bool = False) -> Manifest:
+    """Export ``src_dir`` (HF checkpoint) to ``out_dir`` (engine model folder); see the module docstring."""
+    src, out = Path(src_dir), Path(out_dir)
+    if precision not in PRECISIONS:
+        raise ExportError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
+    config = _read_source_config(src)
+    windows, origin = resolve_layer_windows(config, layer_pattern)
+    logger.info('%s', origin)
+    logger.info('layer windows: %s', ', '.join('full' if w is None else str(w) for w in windows))
+    logger.info('export %s at %s: %s', src, precision, estimate_resources(config, precision).describe())
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ExportError(f'{out} exists and is not empty; pass overwrite=True (--overwrite) '
+                              'or choose another folder')
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / '.export-work'
+    work.mkdir()
+    try:
+        manifest = _export_into(src, out, work, config, windows, precision, opset, origin)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return manifest
+
+
+def _export_into(src: Path, out: Path, work: Path, config: dict, windows: list[int | None], precision: str,
+                 opset: int, origin: str) -> Manifest:
+    import onnx
+    import torch
+    from optimum.exporters.onnx.convert import export as optimum_export
+    from transformers import AutoModelForCausalLM
+
+    from ministral_ros.engine.step_graph import StepGraph
+
+    dtype = torch.float16 if precision == 'fp16' else torch.float32
+    with _step(f'loading {src} with transformers ({dtype})'):
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, attn_implementation='eager').eval()
+    graph = StepGraph(model, windows).eval()
+    onnx_config = _onnx_config_class()(model.config, windows, float_dtype='fp16' if precision == 'fp16' else 'fp32')
+    exported = work / GRAPH_FILE
+    with _step('exporting the step graph through optimum (TorchScript)'):
+        input_names, output_names = optimum_export(graph, onnx_config, exported, opset=opset)
+    del graph, model
+    if precision in ('int8', 'int4'):
+        with _step(f'quantizing to {precision}'):
+            proto = _quantize(exported, precision, work)
+    else:
+        proto = onnx.load(str(exported))
+    with _step(f'writing {out / GRAPH_FILE}'):
+        files = _save_graph(proto, out / GRAPH_FILE)
+    del proto
+    for name in ('config.json', 'generation_config.json'):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out / name)
+            files.append(name)
+    tokenizer = _copy_tokenizer(src, out)
+    if tokenizer:
+        files.append(tokenizer)
+    manifest = Manifest(
+        architecture=_architecture(config, windows), precision=precision, graph_file=GRAPH_FILE,
+        kv_dtype='float16' if precision == 'fp16' else 'float32', inputs=tuple(input_names),
+        outputs=tuple(output_names), bias_groups=tuple(window_groups(windows)),
+        layer_groups=tuple(window_groups(windows).index(group_name(w)) for w in windows),
+        files={}, versions=_versions(), source={'path': str(src.resolve()), 'layer_windows_origin': origin,
+                                                'opset': opset})
+    with _step('checksumming the model folder'):
+        manifest = replace(manifest, files=describe_files(out, files))
+    (out / MANIFEST_NAME).write_text(manifest.to_json() + '\n', encoding='utf-8')
+    logger.info('model folder ready: %s (%s)', out, ', '.join(files + [MANIFEST_NAME]))
+    return manifest
+
+
+def _architecture(config: dict, windows: list[int | None]) -> Architecture:
+    heads = int(config['num_attention_heads'])
+    eos = config.get('eos_token_id')
+    return Architecture(
+        model_type=config['model_type'], num_layers=int(config['num_hidden_layers']),
+        hidden_size=int(config['hidden_size']), num_heads=heads,
+        num_kv_heads=int(config.get('num_key_value_heads') or heads),
+        head_dim=int(config.get('head_dim') or config['hidden_size'] // heads),
+        vocab_size=int(config['vocab_size']),
+        max_position_embeddings=int(config.get('max_position_embeddings') or 32768),
+        layer_windows=tuple(windows), bos_token_id=config.get('bos_token_id'),
+        eos_token_id=eos[0] if isinstance(eos, list) else eos)
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as metadata
+    versions = {}
+    for package in ('ministral_ros', 'torch', 'transformers', 'optimum', 'optimum-onnx', 'onnx', 'onnxruntime'):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+__all__ = ['ExportError', 'ModelFolderError', 'export_model', 'resolve_layer_windows', 'estimate_resources']

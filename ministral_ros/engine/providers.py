@@ -1,0 +1,75 @@
+"""Execution-provider choice: ``auto`` prefers TensorRT, then CUDA, then CPU.
+
+``resolve_providers`` returns the onnxruntime provider list to try and the device the KV cache lives
+on (``cuda`` for TensorRT/CUDA, else ``cpu``). What the session actually got is read back from
+``InferenceSession.get_providers()`` after creation (onnxruntime silently falls back when a provider
+library fails to load), and that is what the engine reports.
+"""
+from __future__ import annotations
+
+PROVIDER_CHOICES = ('auto', 'cpu', 'cuda', 'tensorrt')
+_NAMES = {'cpu': 'CPUExecutionProvider', 'cuda': 'CUDAExecutionProvider', 'tensorrt': 'TensorrtExecutionProvider'}
+
+
+class ProviderUnavailableError(RuntimeError):
+    """The requested execution provider is not in this onnxruntime build."""
+
+
+def resolve_providers(provider: str, available: list[str] | None = None) -> list[str]:
+    if provider not in PROVIDER_CHOICES:
+        raise ValueError(f'provider must be one of {", ".join(PROVIDER_CHOICES)}, got {provider!r}')
+    if available is None:
+        import onnxruntime
+        available = onnxruntime.get_available_providers()
+    if provider == 'auto':
+        chosen = [name for name in (_NAMES['tensorrt'], _NAMES['cuda']) if name in available]
+        return chosen + [_NAMES['cpu']]
+    name = _NAMES[provider]
+    if name not in available:
+        raise ProviderUnavailableError(
+            f'{name} is not available in this onnxruntime build (available: {", ".join(available)}); install '
+            'onnxruntime-gpu (with CUDA 12 / TensorRT libraries) for cuda/tensorrt, or use provider=cpu/auto')
+    if provider == 'tensorrt':
+        return [name, _NAMES['cuda'], _NAMES['cpu']] if _NAMES['cuda'] in available else [name, _NAMES['cpu']]
+    return [name] if provider == 'cpu' else [name, _NAMES['cpu']]
+
+
+def cache_device(session_providers: list[str]) -> str:
+    """Where the KV cache must live for the provider that runs the attention."""
+    first = session_providers[0] if session_providers else _NAMES['cpu']
+    return 'cuda' if first in (_NAMES['tensorrt'], _NAMES['cuda']) else 'cpu'
+
+
+def short_name(provider_name: str) -> str:
+    return {value: key for key, value in _NAMES.items()}.get(provider_name, provider_name)
+
+
+def tensorrt_options(manifest, max_context: int, chunk: int, cache_dir: str) -> dict[str, str]:
+    """TensorRT needs explicit shape profiles for our graph: every step has a new past length, and
+    without a profile covering them TensorRT would rebuild its engine for each new shape. The
+    profile spans S in [1, chunk] new tokens and each layer's past in [0, its cache capacity]
+    (see kv_cache.py); engines are cached in ``cache_dir`` so only the first load pays the build.
+    Not exercised on hardware yet (no GPU was lent when this was written): benchmarks/gpu_bench.sh
+    checks it."""
+    arch = manifest.architecture
+    windows = arch.layer_windows
+    shapes: dict[str, list[str]] = {'min': [], 'opt': [], 'max': []}
+
+    def add(name: str, low: tuple[int, ...], best: tuple[int, ...], high: tuple[int, ...]) -> None:
+        for key, dims in (('min', low), ('opt', best), ('max', high)):
+            shapes[key].append(f'{name}:{"x".join(map(str, dims))}')
+
+    add('input_ids', (1, 1), (1, 1), (1, chunk))
+    add('position_ids', (1, 1), (1, 1), (1, chunk))
+    for group in manifest.bias_groups:
+        window = None if group == 'full' else int(group.split('_')[1])
+        past = max_context if window is None else min(window - 1 + chunk, max_context)
+        add(f'attention_bias.{group}', (1, 1, 1, 1), (1, 1, 1, past // 2 + 1), (1, 1, chunk, past + chunk))
+    for layer, window in enumerate(windows):
+        past = max_context if window is None else min(window - 1 + chunk, max_context)
+        for kind in ('key', 'value'):
+            add(f'past_key_values.{layer}.{kind}', (0, 1, arch.num_kv_heads, arch.head_dim),
+                (past // 2, 1, arch.num_kv_heads, arch.head_dim), (past, 1, arch.num_kv_heads, arch.head_dim))
+    return {'trt_profile_min_shapes': ','.join(shapes['min']), 'trt_profile_opt_shapes': ','.join(shapes['opt']),
+            'trt_profile_max_shapes': ','.join(shapes['max']), 'trt_engine_cache_enable': 'True',
+            'trt_engine_cache_path': cache_dir, 'trt_fp16_enable': 'True' if manifest.precision == 'fp16' else 'False'}

@@ -1,0 +1,55 @@
+"""Shared builders for the engine tests: tiny random checkpoints, their exports and transformers references."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ministral_ros.engine.random_checkpoint import CheckpointShape, write_random_checkpoint
+
+WINDOW = 16
+INTERLEAVED = CheckpointShape(layers=4, hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=128, vocab=256,
+                              window=WINDOW, layer_pattern=('full', 'sliding', 'sliding', 'sliding'),
+                              model_type='ministral', max_position_embeddings=1024)
+UNIFORM = CheckpointShape(layers=2, hidden=64, heads=4, kv_heads=1, head_dim=16, ffn=128, vocab=256,
+                          window=WINDOW, model_type='mistral', max_position_embeddings=1024)
+
+
+def build(root: Path, shape: CheckpointShape, precisions: tuple[str, ...] = ('fp32',),
+          seed: int = 0) -> dict[str, Path]:
+    """Write the checkpoint to root/src and export it at each precision to root/<precision>."""
+    from ministral_ros.engine.exporter import export_model
+    src = write_random_checkpoint(root / 'src', shape, seed=seed)
+    folders = {'src': src}
+    for precision in precisions:
+        export_model(src, root / precision, precision)
+        folders[precision] = root / precision
+    return folders
+
+
+def reference_model(src: Path):
+    import torch
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_pretrained(src, attn_implementation='eager').eval()
+
+
+def reference_logits(model, ids: list[int]) -> np.ndarray:
+    """transformers' full forward over ``ids`` (no cache): [len(ids), vocab] float32."""
+    import torch
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].float().numpy()
+
+
+def reference_greedy(model, prompt: list[int], new_tokens: int) -> list[int]:
+    """Greedy continuation by transformers' full forward at every step (no KV cache involved)."""
+    import torch
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(new_tokens):
+            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def random_ids(count: int, vocab: int, seed: int) -> list[int]:
+    return np.random.default_rng(seed).integers(3, vocab, size=count).tolist()
