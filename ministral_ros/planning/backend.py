@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ministral_ros.engine.generation import GenerationConfig
 from ministral_ros.planning.plan import ActionResult, Plan, RequestSource
 
 
@@ -20,6 +21,10 @@ class PlanRequest:
     text: str
     source: RequestSource
     source_topic: str = ''
+    # Decoding settings for this request (the node's current sampling parameters, which may change
+    # at run time); None means the backend's own configuration. stop_token_ids stays the backend's
+    # business: a backend merges its own stop tokens into this config.
+    generation: GenerationConfig | None = None
 
 
 class PlanBackend(Protocol):

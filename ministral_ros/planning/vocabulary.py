@@ -1,0 +1,461 @@
+"""The robot's action vocabulary: the YAML file that lists what the model may ask the robot to do.
+
+File format (see ``config/actions.yaml`` for the documented default)::
+
+    lists:                      # optional: named lists, reused in enums through YAML anchors
+      places: &places [kitchen, hallway]
+    clarification_action:       # optional: the action whose call means "ask the user first"
+      name: ask_clarification
+      question_argument: question
+    actions:
+      - name: navigate_to       # snake_case, unique
+        description: Drive to a named place.
+        parameters:             # a JSON schema (draft 2020-12) of type object
+          type: object
+          properties:
+            place: {type: string, enum: *places, description: Where to go.}
+          required: [place]
+
+Design choices:
+
+- Each action's ``parameters`` must pass jsonschema's metaschema check, and on top of that our own
+  rules, which exist because the same schema drives constrained decoding: every value the model
+  can produce has to be bounded (numbers need a range, free strings a ``maxLength``, arrays a
+  ``maxItems``), objects are closed (``additionalProperties`` absent or false), ``required`` names
+  existing properties, enum values match the declared type. Only keywords that both jsonschema and
+  llguidance implement are accepted; anything else is an error rather than a silently ignored
+  constraint.
+- Every error names the file, the action and the field (``parameters.properties.x.maximum``), so
+  a planner author can fix the file without reading this code.
+- The schema the author wrote is passed to the model unchanged (it becomes the tool definition in
+  the prompt), so descriptions and units reach the model.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+LOG = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r'^[a-z][a-z0-9_]{0,63}$')
+PROPERTY_PATTERN = re.compile(r'^[a-z][a-z0-9_]{0,63}$')
+TOP_LEVEL_KEYS = frozenset({'lists', 'actions', 'clarification_action'})
+ACTION_KEYS = frozenset({'name', 'description', 'parameters'})
+ANNOTATION_KEYWORDS = frozenset({'description', 'title', 'default', 'examples'})
+KEYWORDS_BY_TYPE: dict[str, frozenset[str]] = {
+    'string': frozenset({'enum', 'const', 'minLength', 'maxLength', 'pattern'}),
+    'number': frozenset({'enum', 'const', 'minimum', 'maximum', 'exclusiveMinimum',
+                         'exclusiveMaximum', 'multipleOf'}),
+    'integer': frozenset({'enum', 'const', 'minimum', 'maximum', 'exclusiveMinimum',
+                          'exclusiveMaximum', 'multipleOf'}),
+    'boolean': frozenset({'const'}),
+    'array': frozenset({'items', 'minItems', 'maxItems'}),
+    'object': frozenset({'properties', 'required', 'additionalProperties'}),
+}
+PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    'string': (str,),
+    'number': (int, float),
+    'integer': (int,),
+    'boolean': (bool,),
+}
+
+
+class VocabularyError(ValueError):
+    """An invalid action vocabulary. ``action`` and ``field`` say where (empty when not relevant)."""
+
+    def __init__(self, source: str, message: str, action: str = '', field: str = '') -> None:
+        self.source = source
+        self.action = action
+        self.field = field
+        self.detail = message
+        where = source
+        if action:
+            where += f": action '{action}'"
+        if field:
+            where += f" field '{field}'"
+        super().__init__(f'{where}: {message}')
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One action the model may call: the tool definition shown to the model."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        if not NAME_PATTERN.match(self.name):
+            raise ValueError(f'action name {self.name!r} must be snake_case (a-z, 0-9, _; 1-64 chars)')
+        if not self.description.strip():
+            raise ValueError(f'action {self.name!r} needs a non-empty description')
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(self.parameters.get('required', ()))
+
+    @property
+    def properties(self) -> Mapping[str, Any]:
+        return self.parameters.get('properties', {})
+
+    def tool_spec(self) -> dict[str, Any]:
+        """The OpenAI-style tool definition (``{"type": "function", "function": {...}}``)."""
+        return {'type': 'function', 'function': {
+            'name': self.name,
+            'description': self.description,
+            'parameters': copy.deepcopy(dict(self.parameters)),
+        }}
+
+    def closed_parameters(self) -> dict[str, Any]:
+        """The parameters schema with every object closed (``additionalProperties: false``), as
+        enforced by decoding and by validation after parsing."""
+        return _closed(copy.deepcopy(dict(self.parameters)))
+
+
+@dataclass(frozen=True)
+class ClarificationSpec:
+    """Which action means "ask the user a question" and which argument holds the question."""
+
+    action: str
+    question_argument: str
+
+
+@dataclass(frozen=True)
+class ActionVocabulary:
+    actions: tuple[ActionSpec, ...]
+    lists: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    clarification: ClarificationSpec | None = None
+    source: str = '<memory>'
+
+    def __post_init__(self) -> None:
+        if not self.actions:
+            raise ValueError(f'{self.source}: the vocabulary needs at least one action')
+        names = [a.name for a in self.actions]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f'{self.source}: duplicate action names {duplicates}')
+        if self.clarification is not None and self.clarification.action not in names:
+            raise ValueError(f'{self.source}: clarification action {self.clarification.action!r} '
+                             'is not in the vocabulary')
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.actions)
+
+    def get(self, name: str) -> ActionSpec | None:
+        return next((a for a in self.actions if a.name == name), None)
+
+    def tool_specs(self) -> list[dict[str, Any]]:
+        """Tool definitions for the prompt renderer, in vocabulary order."""
+        return [a.tool_spec() for a in self.actions]
+
+    def validate_arguments(self, name: str, arguments: Any) -> list[str]:
+        """Errors (empty when valid) of ``arguments`` against the named action's closed schema."""
+        spec = self.get(name)
+        if spec is None:
+            return [f'unknown action {name!r} (known: {", ".join(self.names)})']
+        validator = jsonschema.Draft202012Validator(spec.closed_parameters())
+        return [f'{name}: {_path_text(e.absolute_path) or "arguments"}: {e.message}'
+                for e in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))]
+
+    def with_defaults(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """``arguments`` plus the declared ``default`` of every omitted top-level parameter."""
+        spec = self.get(name)
+        filled = dict(arguments)
+        if spec is not None:
+            for key, schema in spec.properties.items():
+                if key not in filled and isinstance(schema, Mapping) and 'default' in schema:
+                    filled[key] = copy.deepcopy(schema['default'])
+        return filled
+
+
+def default_vocabulary_path() -> Path:
+    """The default vocabulary: ``config/actions.yaml`` of a source checkout, else the installed
+    ament share directory (``share/ministral_ros/config/actions.yaml`` under the prefix)."""
+    here = Path(__file__).resolve()
+    candidates = [here.parents[2] / 'config' / 'actions.yaml']
+    candidates.append(Path(sys.prefix) / 'share' / 'ministral_ros' / 'config' / 'actions.yaml')
+    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / 'share' / 'ministral_ros' / 'config' / 'actions.yaml')
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError('default action vocabulary config/actions.yaml not found (looked in: '
+                            + ', '.join(str(c) for c in candidates) + '); pass a file explicitly')
+
+
+def load_vocabulary(path: str | os.PathLike[str] | None = None) -> ActionVocabulary:
+    """Read and validate a vocabulary file (the default one when ``path`` is None)."""
+    if path is None:
+        try:
+            path = default_vocabulary_path()
+        except FileNotFoundError as error:
+            raise VocabularyError('<default vocabulary>', str(error)) from None
+    file = Path(path)
+    source = str(file)
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise VocabularyError(source, 'file not found; pass an existing YAML file '
+                              '(see config/actions.yaml for the format)') from None
+    except OSError as error:
+        raise VocabularyError(source, f'cannot read the file: {error}') from None
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError as error:
+        raise VocabularyError(source, f'not UTF-8 text ({error}); save the file as UTF-8') from None
+    return parse_vocabulary_text(text, source)
+
+
+def parse_vocabulary_text(text: str, source: str = '<string>') -> ActionVocabulary:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise VocabularyError(source, f'invalid YAML: {error}') from None
+    return parse_vocabulary(data, source)
+
+
+def parse_vocabulary(data: Any, source: str = '<memory>') -> ActionVocabulary:
+    """Validate already-loaded YAML/JSON data and build the vocabulary."""
+    if not isinstance(data, Mapping):
+        raise VocabularyError(source, 'the file must be a mapping with an `actions` list '
+                              f'(got {type(data).__name__})')
+    unknown = sorted(set(map(str, data)) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise VocabularyError(source, f'unknown top-level keys {unknown}; allowed: {sorted(TOP_LEVEL_KEYS)}')
+    lists = _parse_lists(data.get('lists', {}), source)
+    raw_actions = data.get('actions')
+    if not isinstance(raw_actions, list) or not raw_actions:
+        raise VocabularyError(source, '`actions` must be a non-empty list of actions')
+    actions: list[ActionSpec] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_actions):
+        spec = _parse_action(raw, index, source)
+        if spec.name in seen:
+            raise VocabularyError(source, 'duplicate action name; every action needs a unique name',
+                                  spec.name, 'name')
+        seen.add(spec.name)
+        actions.append(spec)
+    clarification = _parse_clarification(data.get('clarification_action'), actions, source)
+    return ActionVocabulary(tuple(actions), lists, clarification, source)
+
+
+def _parse_lists(raw: Any, source: str) -> dict[str, tuple[str, ...]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise VocabularyError(source, '`lists` must map list names to lists of strings')
+    lists: dict[str, tuple[str, ...]] = {}
+    for name, values in raw.items():
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) and v for v in values):
+            raise VocabularyError(source, f'`lists.{name}` must be a non-empty list of non-empty strings')
+        if len(set(values)) != len(values):
+            raise VocabularyError(source, f'`lists.{name}` has duplicate entries')
+        lists[str(name)] = tuple(values)
+    return lists
+
+
+def _parse_action(raw: Any, index: int, source: str) -> ActionSpec:
+    label = f'#{index + 1}'
+    if not isinstance(raw, Mapping):
+        raise VocabularyError(source, 'each action must be a mapping with name, description, parameters',
+                              label)
+    name = raw.get('name')
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise VocabularyError(source, f'name must be snake_case (a-z, 0-9, _; starts with a letter; '
+                              f'at most 64 characters), got {name!r}', label, 'name')
+    unknown = sorted(set(map(str, raw)) - ACTION_KEYS)
+    if unknown:
+        raise VocabularyError(source, f'unknown keys {unknown}; allowed: {sorted(ACTION_KEYS)}', name,
+                              unknown[0])
+    description = raw.get('description')
+    if not isinstance(description, str) or not description.strip():
+        raise VocabularyError(source, 'description must be a non-empty string (the model reads it)',
+                              name, 'description')
+    parameters = raw.get('parameters', {'type': 'object', 'properties': {}})
+    if not isinstance(parameters, Mapping):
+        raise VocabularyError(source, 'parameters must be a JSON schema mapping of type object', name,
+                              'parameters')
+    parameters = _plain(parameters)
+    try:
+        jsonschema.Draft202012Validator.check_schema(parameters)
+    except jsonschema.SchemaError as error:
+        where = _path_text(['parameters', *error.absolute_path])
+        raise VocabularyError(source, f'not a valid JSON schema: {error.message}', name, where) from None
+    if parameters.get('type') != 'object':
+        raise VocabularyError(source, 'the parameters schema must have `type: object`', name,
+                              'parameters.type')
+    _check_schema(parameters, name, 'parameters', source)
+    return ActionSpec(name, description.strip(), parameters)
+
+
+def _check_schema(schema: Any, action: str, where: str, source: str) -> None:
+    """Our rules on top of the metaschema: closed, bounded, supported keywords only."""
+    def fail(message: str, sub: str = '') -> None:
+        raise VocabularyError(source, message, action, f'{where}.{sub}' if sub else where)
+
+    if not isinstance(schema, Mapping):
+        fail('must be a schema mapping')
+    kind = schema.get('type')
+    if kind is None:
+        if 'enum' in schema or 'const' in schema:
+            values = schema.get('enum', [schema.get('const')])
+            kinds = {_json_type(v) for v in values}
+            if len(kinds) != 1:
+                fail('an untyped enum must hold values of one JSON type; add `type`')
+            kind = kinds.pop()
+        else:
+            fail('needs a `type` (string, number, integer, boolean, array or object)', 'type')
+    if not isinstance(kind, str) or kind not in KEYWORDS_BY_TYPE:
+        fail(f'type must be one of {sorted(KEYWORDS_BY_TYPE)} (a single type), got {kind!r}', 'type')
+    allowed = KEYWORDS_BY_TYPE[kind] | ANNOTATION_KEYWORDS | {'type'}
+    for key in schema:
+        if key not in allowed:
+            fail(f'keyword {key!r} is not supported for type {kind}; supported: {sorted(allowed)}', key)
+    if 'description' in schema and not isinstance(schema['description'], str):
+        fail('description must be a string', 'description')
+
+    if 'enum' in schema:
+        values = schema['enum']
+        if not values:
+            fail('enum must not be empty', 'enum')
+        if len({repr(v) for v in values}) != len(values):
+            fail('enum has duplicate values', 'enum')
+        for value in values:
+            if not _is_type(value, kind):
+                fail(f'enum value {value!r} is not of type {kind}', 'enum')
+    if 'const' in schema and not _is_type(schema['const'], kind):
+        fail(f'const {schema["const"]!r} is not of type {kind}', 'const')
+    fixed = 'enum' in schema or 'const' in schema
+
+    if kind in ('number', 'integer') and not fixed:
+        low = schema.get('minimum', schema.get('exclusiveMinimum'))
+        high = schema.get('maximum', schema.get('exclusiveMaximum'))
+        if low is None or high is None:
+            fail('numbers need a range: add `minimum` and `maximum` (with units in the description)')
+        for key in ('minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf'):
+            if key in schema and not math.isfinite(float(schema[key])):
+                fail('must be a finite number', key)
+        if low > high or (low == high and ('exclusiveMinimum' in schema or 'exclusiveMaximum' in schema)):
+            fail(f'empty range: minimum {low} is not below maximum {high}', 'maximum')
+        if kind == 'integer' and 'multipleOf' in schema and not float(schema['multipleOf']).is_integer():
+            fail('an integer multipleOf must be a whole number', 'multipleOf')
+    if kind == 'string' and not fixed:
+        if 'maxLength' not in schema:
+            fail('free-text strings need `maxLength` (decoding must stay bounded) or an `enum`',
+                 'maxLength')
+        if schema['maxLength'] < 1:
+            fail('maxLength must be >= 1', 'maxLength')
+        if schema.get('minLength', 0) > schema['maxLength']:
+            fail('minLength is above maxLength', 'minLength')
+        if 'pattern' in schema:
+            try:
+                re.compile(schema['pattern'])
+            except re.error as error:
+                fail(f'invalid regular expression: {error}', 'pattern')
+    if kind == 'array':
+        if 'items' not in schema or not isinstance(schema['items'], Mapping):
+            fail('arrays need an `items` schema', 'items')
+        if 'maxItems' not in schema:
+            fail('arrays need `maxItems` (decoding must stay bounded)', 'maxItems')
+        if schema.get('minItems', 0) > schema['maxItems']:
+            fail('minItems is above maxItems', 'minItems')
+        _check_schema(schema['items'], action, f'{where}.items', source)
+    if kind == 'object':
+        properties = schema.get('properties', {})
+        if not isinstance(properties, Mapping):
+            fail('properties must be a mapping', 'properties')
+        if schema.get('additionalProperties', False) is not False:
+            fail('objects are closed: remove `additionalProperties` or set it to false',
+                 'additionalProperties')
+        for key, sub in properties.items():
+            if not PROPERTY_PATTERN.match(str(key)):
+                fail(f'property name {key!r} must be snake_case', f'properties.{key}')
+            _check_schema(sub, action, f'{where}.properties.{key}', source)
+        required = schema.get('required', [])
+        for key in required:
+            if key not in properties:
+                fail(f'required names {key!r}, which is not in properties', 'required')
+    if 'default' in schema:
+        errors = list(jsonschema.Draft202012Validator(_closed(copy.deepcopy(dict(schema))))
+                      .iter_errors(schema['default']))
+        if errors:
+            fail(f'default {schema["default"]!r} does not match the schema: {errors[0].message}', 'default')
+
+
+def _parse_clarification(raw: Any, actions: list[ActionSpec], source: str) -> ClarificationSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) != {'name', 'question_argument'}:
+        raise VocabularyError(source, '`clarification_action` must have exactly `name` and '
+                              '`question_argument`')
+    name, argument = raw['name'], raw['question_argument']
+    spec = next((a for a in actions if a.name == name), None)
+    if spec is None:
+        raise VocabularyError(source, f'`clarification_action.name` {name!r} is not an action in the file')
+    prop = spec.properties.get(argument)
+    if not isinstance(prop, Mapping) or prop.get('type') != 'string' or argument not in spec.required:
+        raise VocabularyError(source, 'the question argument must be a required string parameter',
+                              name, f'parameters.properties.{argument}')
+    return ClarificationSpec(name, argument)
+
+
+def _closed(schema: dict[str, Any]) -> dict[str, Any]:
+    if schema.get('type') == 'object':
+        schema['additionalProperties'] = False
+        for sub in schema.get('properties', {}).values():
+            if isinstance(sub, dict):
+                _closed(sub)
+    if schema.get('type') == 'array' and isinstance(schema.get('items'), dict):
+        _closed(schema['items'])
+    return schema
+
+
+def _plain(value: Any) -> Any:
+    """Deep copy with plain dicts/lists (YAML anchors share objects between actions)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return 'boolean'
+    if isinstance(value, int):
+        return 'integer'
+    if isinstance(value, float):
+        return 'number'
+    if isinstance(value, str):
+        return 'string'
+    return type(value).__name__
+
+
+def _is_type(value: Any, kind: str) -> bool:
+    if kind not in PYTHON_TYPES:
+        return False
+    if isinstance(value, bool) and kind != 'boolean':
+        return False
+    if kind == 'integer' and isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, PYTHON_TYPES[kind])
+
+
+def _path_text(path: Any) -> str:
+    text = ''
+    for part in path:
+        text += f'[{part}]' if isinstance(part, int) else (f'.{part}' if text else str(part))
+    return text
