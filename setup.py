@@ -4,6 +4,7 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = 'ministral_ros'
+DEMO_MODEL = 'ministral-robot-demo'  # the embedded default model (models/README.md)
 
 setup(
     name=PACKAGE,
@@ -15,6 +16,7 @@ setup(
         ('share/' + PACKAGE, ['package.xml']),
         ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
         ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+        ('share/' + PACKAGE + '/models/' + DEMO_MODEL, glob(f'models/{DEMO_MODEL}/*')),
     ],
     install_requires=['setuptools'],
     zip_safe=False,

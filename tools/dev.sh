@@ -16,7 +16,7 @@ case "$cmd" in
     ;;
   demo)
     cd "$root"
-    exec "$venv/bin/python" -m ministral_ros.demo "$@"
+    exec "$venv/bin/python" -m ministral_ros.demo_node "$@"
     ;;
   *)
     echo "usage: tools/dev.sh demo|test [args...]" >&2

@@ -9,6 +9,21 @@ python="${PYTHON:-python3}"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
+# System packages: a C++ tool chain and CMake build the message package; Debian's Python needs
+# python3-venv for `python -m venv`.
+need_apt=()
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+[ -x "$venv/bin/python" ] || "$python" -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  log "installing ${need_apt[*]} with apt-get"
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq </dev/null
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}" </dev/null >/dev/null
+fi
+
 if [ ! -x "$venv/bin/python" ]; then
   log "creating virtual environment $venv"
   "$python" -m venv "$venv"
@@ -24,6 +39,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "${pip[@]}" install -q -r "$root/requirements.txt"
   echo "$want" > "$stamp"
 fi
+bash "$root/tools/build_interfaces.sh"
 log "installing ministral_ros (editable)"
-"${pip[@]}" install -q --no-deps --no-build-isolation -e "$root"
+editable_log="$venv/.ministral_ros_editable.log"
+if ! "${pip[@]}" install -q --no-deps --no-build-isolation -e "$root" >"$editable_log" 2>&1; then
+  cat "$editable_log" >&2
+  exit 1
+fi
 log "ready: $venv"

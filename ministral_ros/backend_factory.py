@@ -1,0 +1,60 @@
+"""Builds the node's ``PlanBackend`` from its settings (model folder + parameters).
+
+The node calls ``create_backend`` on configure, in the lifecycle callback; everything slow (loading
+the ONNX model, warming the prompt prefix) happens here. Any failure is raised as ``BackendError``
+with a message that names the problem and its fix; the node reports it and stays unconfigured.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ministral_ros.node_params import DEFAULT_MODEL_NAME, NodeSettings
+from ministral_ros.planning.backend import PlanBackend
+
+
+class BackendError(RuntimeError):
+    """The backend cannot be built; the message says why and how to fix it."""
+
+
+def check_model_dir(model_dir: Path, explicit: bool) -> None:
+    if not model_dir.exists():
+        if explicit:
+            hint = 'set the parameter model_dir to a folder made by `ministral-ros export`'
+        else:
+            hint = (f'the embedded demo model ({DEFAULT_MODEL_NAME}) is not installed: build it '
+                    '(README, "Demo model") or set the parameter model_dir')
+        raise BackendError(f'model folder {model_dir} does not exist: {hint}')
+    if not model_dir.is_dir():
+        raise BackendError(f'model_dir {model_dir} is a file, not a folder: point it at the '
+                           'exported model folder')
+
+
+def create_backend(settings: NodeSettings) -> PlanBackend:
+    """The real backend: ``ministral_ros.planning.planner.Planner`` on the configured model."""
+    model_dir = settings.resolved_model_dir()
+    check_model_dir(model_dir, explicit=bool(settings.model_dir))
+    actions_file = Path(settings.actions_file).expanduser() if settings.actions_file else None
+    if actions_file is not None and not actions_file.is_file():
+        raise BackendError(f'actions_file {actions_file} does not exist: set the parameter '
+                           "actions_file to the robot's action vocabulary file (or leave it "
+                           'empty for the built-in demo vocabulary)')
+    try:
+        from ministral_ros.planning.constraint import ConstraintOptions
+        from ministral_ros.planning.planner import HistoryPolicy, Planner, PlannerConfig
+    except ImportError as exc:
+        raise BackendError(f'the planner cannot be loaded ({exc}): reinstall ministral_ros with '
+                           'its requirements (tools/setup_env.sh)') from exc
+    try:
+        config = PlannerConfig(generation=settings.generation_config(),
+                               history=HistoryPolicy(max_exchanges=settings.history_turns),
+                               constraint=ConstraintOptions(allow_reply=settings.allow_reply,
+                                                            max_calls=settings.max_actions),
+                               max_input_chars=settings.max_input_chars,
+                               **({'system_prompt': settings.system_prompt}
+                                  if settings.system_prompt else {}))
+        return Planner.from_model_dir(model_dir, actions_file, config,
+                                      provider=settings.execution_provider,
+                                      threads=settings.threads)
+    except Exception as exc:
+        raise BackendError(f'loading the model from {model_dir} failed: '
+                           f'{type(exc).__name__}: {exc}') from exc

@@ -1,0 +1,202 @@
+"""The README's main job: start ``ministral_node`` the way a user would and talk to it like a robot.
+
+``python -m ministral_ros.demo_node`` (what ``tools/dev.sh demo`` runs) starts the node's console script in
+its own process (default: the embedded demo model), waits until it reports ``active`` on
+``/ministral/status``, then behaves like the other nodes of a robot: it publishes typed commands on
+``/ministral/command`` and speech-recogniser transcripts (partial then final, the documented
+convention) on ``/ministral/transcript``, and prints every plan that arrives on
+``/ministral/plan_json``. With ``--interactive`` (the default when stdin is a terminal) it then reads
+commands from the keyboard until end of input. It only uses topics: nothing here calls the planner.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
+
+DEMO_COMMANDS: tuple[tuple[str, str], ...] = (
+    ('command', 'Go to the kitchen.'),
+    ('command', 'please pick up the red cup and bring it to the living room'),
+    ('transcript', 'turn left ninety degrees'),
+    ('command', 'Move forward 1.5 meters, then say hello.'),
+    ('transcript', 'stop'),
+    ('command', 'What can you do?'),
+)
+
+
+def _format_plan(plan: dict[str, Any], latency_s: float) -> str:
+    lines = [f"plan {plan.get('request_id', '?')} [{plan.get('status', '?')}] "
+             f"from {plan.get('source', '?')}: {plan.get('source_text', '')!r}"]
+    for action in plan.get('actions', []):
+        lines.append(f"  -> {action.get('name')}({json.dumps(action.get('arguments', {}))})")
+    if plan.get('reply'):
+        lines.append(f"  reply: {plan['reply']}")
+    if plan.get('error'):
+        lines.append(f"  error: {plan['error']}")
+    lines.append(f'  {latency_s * 1000:.0f} ms from publishing the request to receiving the plan')
+    return '\n'.join(lines)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='ministral-demo', description=__doc__.splitlines()[0])
+    parser.add_argument('--model-dir', default='',
+                        help='exported model folder (default: the embedded demo model)')
+    parser.add_argument('--provider', default='cpu', choices=('auto', 'cpu', 'cuda', 'tensorrt'),
+                        help='onnxruntime execution provider for the node')
+    parser.add_argument('--interactive', action=argparse.BooleanOptionalAction,
+                        default=sys.stdin.isatty(),
+                        help='after the scripted commands, read commands from stdin '
+                             '(default: on when stdin is a terminal)')
+    parser.add_argument('--startup-timeout', type=float, default=120.0,
+                        help='seconds to wait for the node to load the model and activate')
+    parser.add_argument('--plan-timeout', type=float, default=60.0,
+                        help='seconds to wait for each plan')
+    return parser.parse_args(argv)
+
+
+def _start_node(args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    executable = shutil.which('ministral_node')
+    command = ([executable] if executable else
+               [sys.executable, '-m', 'ministral_ros.ministral_node'])
+    command += ['--ros-args', '-p', f'execution_provider:={args.provider}']
+    if args.model_dir:
+        command += ['-p', f'model_dir:={os.path.abspath(args.model_dir)}']
+    print(f"starting: {' '.join(command)}", flush=True)
+    return subprocess.Popen(command, start_new_session=True)
+
+
+class DemoClientNode(Node):
+    """The robot's side: publishers for commands/transcripts, subscribers for plans and status.
+
+    Concurrency: spun by one SingleThreadedExecutor thread; the main thread publishes and waits on
+    ``_cond``, which the subscription callbacks notify."""
+
+    def __init__(self) -> None:
+        super().__init__('ministral_demo_client')
+        self.command_pub = self.create_publisher(String, '/ministral/command', 10)
+        self.transcript_pub = self.create_publisher(String, '/ministral/transcript', 10)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)
+        self.plans: list[dict[str, Any]] = []
+        self.state = ''
+        self.configure_error = ''
+        self._cond = threading.Condition()
+        self.create_subscription(String, '/ministral/plan_json', self._on_plan, 10)
+        self.create_subscription(String, '/ministral/status', self._on_status, latched)
+
+    def _on_plan(self, msg: Any) -> None:
+        with self._cond:
+            self.plans.append(json.loads(msg.data))
+            self._cond.notify_all()
+
+    def _on_status(self, msg: Any) -> None:
+        status = json.loads(msg.data)
+        with self._cond:
+            self.state = status.get('state', '')
+            self.configure_error = status.get('configure_error') or ''
+            self._cond.notify_all()
+
+    def wait_for(self, predicate: Any, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+    def send(self, kind: str, text: str) -> None:
+        if kind == 'transcript':
+            # A recogniser streams partial hypotheses, then the final one; the node plans only
+            # the final result.
+            partial = ' '.join(text.split()[:2])
+            self.transcript_pub.publish(String(
+                data=json.dumps({'text': partial, 'final': False, 'confidence': 0.5})))
+            self.transcript_pub.publish(String(
+                data=json.dumps({'text': text, 'final': True, 'confidence': 0.93})))
+        else:
+            self.command_pub.publish(String(data=text))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    process = _start_node(args)
+    rclpy.init()
+    client = DemoClientNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(client)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        print('waiting for the node to load the model and activate ...', flush=True)
+        started = time.monotonic()
+        ready = client.wait_for(lambda: client.state == 'active' or client.configure_error
+                                or process.poll() is not None, args.startup_timeout)
+        if not ready or client.state != 'active':
+            reason = client.configure_error or (
+                f'node exited with status {process.returncode}' if process.poll() is not None
+                else f'not active after {args.startup_timeout:.0f} s')
+            print(f'the node did not become active: {reason}', file=sys.stderr)
+            return 1
+        while client.command_pub.get_subscription_count() == 0 or \
+                client.transcript_pub.get_subscription_count() == 0:
+            if time.monotonic() - started > args.startup_timeout:
+                print('the node never subscribed to its input topics', file=sys.stderr)
+                return 1
+            time.sleep(0.02)
+        print(f'node active after {time.monotonic() - started:.1f} s\n', flush=True)
+        inputs: list[tuple[str, str]] = list(DEMO_COMMANDS)
+        failures = 0
+        while True:
+            if not inputs:
+                if not args.interactive:
+                    break
+                try:
+                    line = input('command> ').strip()
+                except EOFError:
+                    break
+                if not line:
+                    continue
+                inputs.append(('command', line))
+            kind, text = inputs.pop(0)
+            print(f'>>> {kind}: {text}', flush=True)
+            seen = len(client.plans)
+            sent = time.monotonic()
+            client.send(kind, text)
+            if not client.wait_for(lambda: len(client.plans) > seen, args.plan_timeout):
+                print(f'no plan within {args.plan_timeout:.0f} s', file=sys.stderr)
+                failures += 1
+                continue
+            latency_s = time.monotonic() - sent
+            for plan in client.plans[seen:]:
+                print(_format_plan(plan, latency_s), flush=True)
+                failures += plan.get('status') == 'error'
+            print()
+        return 1 if failures else 0
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+        client.destroy_node()
+        rclpy.try_shutdown()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == '__main__':
+    main()

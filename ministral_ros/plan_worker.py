@@ -1,0 +1,273 @@
+"""The worker that turns queued requests into plans, on its own thread, so that ROS callbacks never
+wait for the model.
+
+Contract with the node (which owns the ROS side):
+- ``submit``, ``cancel_all``, ``add_result``, ``reset_history`` and ``set_limits`` return at once;
+  they are called from ROS callbacks on any executor thread.
+- Every submitted request is answered by exactly one ``on_plan`` call: its plan, or a "cancelled"
+  plan when the overflow policy drops it or a stop/deactivation cancels it, or an "error" plan on
+  timeout or planner failure. ``on_plan`` is called from the worker thread or from the caller of
+  ``submit``/``cancel_all``, so it must be thread-safe (rclpy publishers are).
+- A request whose generation was cancelled never yields actions, even when the backend finished a
+  plan in the same instant: once the robot was told to stop, no late plan may move it.
+- ``cancel_all(reason, first=...)`` runs ``first`` (the stop path publishes its stop plan there)
+  before any cancelled plan, including the running request's, is published.
+- Action results and history resets are applied on the worker thread, before the next request.
+- The backend is used from the worker thread only (plan, report_result, reset_history), so it
+  needs no locking of its own.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+import logging
+import threading
+import time
+
+from ministral_ros.planning.backend import PlanBackend, PlanRequest
+from ministral_ros.planning.plan import ActionResult, Plan, PlanStatus
+from ministral_ros.request_queue import RequestQueue
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QueuedRequest:
+    request: PlanRequest
+    received_s: float  # time.monotonic() when the message arrived
+
+
+@dataclass
+class WorkerStats:
+    submitted: int = 0
+    planned: int = 0      # plans produced by the backend (any status)
+    dropped: int = 0      # refused or dropped by the overflow policy
+    cancelled: int = 0    # cancelled by stop, preemption, deactivation or shutdown
+    timeouts: int = 0
+    errors: int = 0       # error plans from the backend, planner exceptions, timeouts
+    last_error: str = ''
+    last_latency_s: float = 0.0
+    last_tokens_per_s: float = 0.0
+    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=100))
+
+    def mean_latency_s(self) -> float:
+        return sum(self.latencies_s) / len(self.latencies_s) if self.latencies_s else 0.0
+
+
+PlanCallback = Callable[[Plan, QueuedRequest], None]
+
+
+def cancelled_plan(item: QueuedRequest, reason: str) -> Plan:
+    req = item.request
+    return Plan(request_id=req.request_id, source_text=req.text, source=req.source,
+                status=PlanStatus.CANCELLED, error=reason)
+
+
+class PlanWorker:
+    def __init__(self, backend: PlanBackend, on_plan: PlanCallback, *, queue_size: int,
+                 overflow_policy: str, timeout_s: float,
+                 on_busy: Callable[[str], None] | None = None) -> None:
+        self._backend = backend
+        self._on_plan = on_plan
+        self._on_busy = on_busy or (lambda request_id: None)
+        self._queue: RequestQueue[QueuedRequest] = RequestQueue(queue_size, overflow_policy)
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._publish_gate = threading.Lock()  # orders cancel_all's plans before the worker's
+        self._current: QueuedRequest | None = None
+        self._current_cancel: threading.Event | None = None
+        self._cancel_reason = ''
+        self._results: deque[ActionResult] = deque(maxlen=256)
+        self._reset_requested = False
+        self._closing = False
+        self.stats = WorkerStats()
+        self._thread = threading.Thread(target=self._loop, name='ministral-plan-worker',
+                                        daemon=True)
+
+    # --- called from ROS callbacks (never block) ---
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, request: PlanRequest, received_s: float) -> None:
+        item = QueuedRequest(request, received_s)
+        with self._lock:
+            self.stats.submitted += 1
+        outcome = self._queue.push(item)
+        if outcome.preempt:
+            self._cancel_current(f'preempted by request {request.request_id} '
+                                 '(overflow_policy=preempt)')
+        if not outcome.accepted:
+            self._drop(item, 'dropped: the request queue is full (queue_size, '
+                             'overflow_policy=drop_newest)' if not self._closing
+                       else 'dropped: the node is shutting down')
+        for old in outcome.dropped:
+            reason = (f'dropped: preempted by request {request.request_id}' if outcome.preempt
+                      else 'dropped: the request queue is full (queue_size, '
+                           'overflow_policy=drop_oldest)')
+            self._drop(old, reason)
+
+    def cancel_all(self, reason: str, first: Callable[[], None] | None = None) -> int:
+        """Cancel the running generation and everything queued; returns how many requests.
+        ``first`` runs once everything is cancelled but before the cancelled plans are published
+        (the stop path publishes its stop plan there, ahead of the cancellations)."""
+        with self._publish_gate:  # the worker cannot publish the running request's plan first
+            waiting = self._queue.clear()
+            running = self._cancel_current(reason)
+            if first is not None:
+                first()
+            for item in waiting:
+                self._publish(cancelled_plan(item, reason), item)
+        with self._lock:
+            self.stats.cancelled += len(waiting)
+        return len(waiting) + int(running)
+
+    def add_result(self, result: ActionResult) -> None:
+        with self._lock:
+            if len(self._results) == self._results.maxlen:
+                logger.warning('more than %d action results waiting: dropping the oldest',
+                               self._results.maxlen)
+            self._results.append(result)
+        self._queue.wake()
+
+    def reset_history(self) -> None:
+        with self._lock:
+            self._reset_requested = True
+        self._queue.wake()
+
+    def set_limits(self, queue_size: int, overflow_policy: str, timeout_s: float) -> None:
+        for item in self._queue.configure(queue_size, overflow_policy):
+            self._drop(item, f'dropped: queue_size reduced to {queue_size}')
+        self._timeout_s = timeout_s
+
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def busy_request_id(self) -> str:
+        with self._lock:
+            return self._current.request.request_id if self._current else ''
+
+    def close(self, reason: str, join_timeout_s: float = 5.0) -> bool:
+        """Cancel everything (each request answered with a cancelled plan) and stop the thread.
+        Returns False if the backend did not return within ``join_timeout_s``."""
+        self._closing = True
+        for item in self._queue.close():
+            self._publish(cancelled_plan(item, reason), item)
+            with self._lock:
+                self.stats.cancelled += 1
+        self._cancel_current(reason)
+        if self._thread.is_alive():
+            self._thread.join(join_timeout_s)
+        return not self._thread.is_alive()
+
+    # --- internals ---
+    def _publish(self, plan: Plan, item: QueuedRequest) -> None:
+        try:
+            self._on_plan(plan, item)
+        except Exception:  # a publishing failure must not kill the worker or a callback
+            logger.exception('publishing plan %s failed', plan.request_id)
+
+    def _drop(self, item: QueuedRequest, reason: str) -> None:
+        with self._lock:
+            self.stats.dropped += 1
+        self._publish(cancelled_plan(item, reason), item)
+
+    def _cancel_current(self, reason: str) -> bool:
+        with self._lock:
+            if self._current_cancel is None or self._current_cancel.is_set():
+                return False
+            self._cancel_reason = reason
+            self._current_cancel.set()
+            return True
+
+    def _timeout(self, cancel: threading.Event, timeout_s: float) -> None:
+        with self._lock:
+            if cancel is self._current_cancel and not cancel.is_set():
+                self._cancel_reason = (f'timed out after {timeout_s:g} s (parameter '
+                                       'request_timeout_s)')
+                cancel.set()
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            results = list(self._results)
+            self._results.clear()
+            reset, self._reset_requested = self._reset_requested, False
+        if reset:
+            self._backend.reset_history()
+        for result in results:
+            try:
+                self._backend.report_result(result)
+            except Exception as exc:
+                logger.exception('recording action result %s failed', result.call_id)
+                with self._lock:
+                    self.stats.errors += 1
+                    self.stats.last_error = f'action result {result.call_id}: {exc}'
+
+    def _loop(self) -> None:
+        while not self._closing:
+            try:
+                self._apply_pending()
+                item = self._queue.pop(timeout=0.5)
+                if item is not None:
+                    self._apply_pending()  # results that arrived before this request
+                    self._run(item)
+            except Exception:  # keep serving; _run already turns planner failures into plans
+                logger.exception('plan worker error')
+
+    def _run(self, item: QueuedRequest) -> None:
+        cancel = threading.Event()
+        with self._lock:
+            self._current, self._current_cancel, self._cancel_reason = item, cancel, ''
+        self._on_busy(item.request.request_id)
+        timeout_s = self._timeout_s
+        timer = None
+        if timeout_s > 0:
+            timer = threading.Timer(timeout_s, self._timeout, args=(cancel, timeout_s))
+            timer.daemon = True
+            timer.start()
+        tokens = 0
+
+        def count_token(_: str) -> None:
+            nonlocal tokens
+            tokens += 1
+
+        started = time.monotonic()
+        try:
+            plan = self._backend.plan(item.request, cancel, count_token)
+        except Exception as exc:
+            logger.exception('planner failed on request %s', item.request.request_id)
+            plan = Plan(request_id=item.request.request_id, source_text=item.request.text,
+                        source=item.request.source, status=PlanStatus.ERROR,
+                        error=f'planner failed: {type(exc).__name__}: {exc}')
+        finally:
+            if timer is not None:
+                timer.cancel()
+        elapsed = time.monotonic() - started
+        with self._lock:
+            reason = self._cancel_reason
+            self._current, self._current_cancel = None, None
+        if cancel.is_set():
+            timed_out = reason.startswith('timed out')
+            plan = replace(plan, status=PlanStatus.ERROR if timed_out else PlanStatus.CANCELLED,
+                           actions=(), error=reason or plan.error or 'cancelled')
+        tokens_per_s = float(plan.stats.get('tokens_per_s', 0.0)) or (
+            tokens / elapsed if tokens and elapsed > 0 else 0.0)
+        latency_s = time.monotonic() - item.received_s
+        with self._lock:
+            self.stats.planned += 1
+            self.stats.last_latency_s = latency_s
+            self.stats.latencies_s.append(latency_s)
+            if tokens_per_s:
+                self.stats.last_tokens_per_s = tokens_per_s
+            if cancel.is_set() and plan.status is PlanStatus.CANCELLED:
+                self.stats.cancelled += 1
+            if plan.status is PlanStatus.ERROR:
+                self.stats.errors += 1
+                self.stats.timeouts += int(reason.startswith('timed out'))
+                self.stats.last_error = f'{plan.request_id}: {plan.error}'
+        stats = dict(plan.stats)
+        stats.setdefault('tokens_per_s', tokens_per_s)
+        stats.setdefault('generated_tokens', float(tokens))
+        with self._publish_gate:
+            self._publish(replace(plan, stats=stats), item)
+        self._on_busy('')

@@ -1,0 +1,357 @@
+"""The node's pure-Python logic (no ROS): parameters, input checks, transcripts, stop phrases,
+the request queue and worker, message conversion, the launch decisions and the shipped config."""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+from pathlib import Path
+import sys
+import time
+import types
+
+from ministral_ros.engine.generation import GenerationConfig
+from ministral_ros.input_text import clean_text, InputError
+from ministral_ros.launch_config import arguments, node_kwargs
+from ministral_ros.node_params import (DEFAULT_MODEL_NAME, DEFAULT_STOP_PHRASES, NodeSettings,
+                                       PARAMS)
+from ministral_ros.plan_messages import (msg_to_plan, plan_to_dict, plan_to_msg, result_from_msg,
+                                         stop_plan)
+from ministral_ros.plan_worker import PlanWorker
+from ministral_ros.planning.backend import PlanRequest
+from ministral_ros.planning.plan import (Action, ActionOutcome, Plan, PlanStatus,
+                                         RequestSource)
+from ministral_ros.request_queue import RequestQueue
+from ministral_ros.stop_words import StopDetector
+from ministral_ros.transcript_filter import (judge_transcript, parse_transcript,
+                                             strip_wake_word, Transcript, TranscriptVerdict)
+from ministral_ros_interfaces import msg as interface_msgs
+from node_test_support import ScriptedBackend, wait_until
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- parameters
+def test_settings_defaults_match_param_table():
+    defaults = NodeSettings()
+    for spec in PARAMS:
+        expected = tuple(spec.default) if isinstance(spec.default, list) else spec.default
+        assert getattr(defaults, spec.name) == expected, spec.name
+        assert spec.description.strip()
+
+
+@pytest.mark.parametrize('changes,message', [
+    ({'temperature': 2.5}, 'out of range'),
+    ({'top_p': 0.0}, 'must be > 0'),
+    ({'overflow_policy': 'newest'}, 'drop_oldest, drop_newest, preempt'),
+    ({'execution_provider': 'gpu'}, 'cpu, cuda, tensorrt, auto'),
+    ({'queue_size': 0}, 'out of range'),
+    ({'max_new_tokens': 'many'}, 'wrong type'),
+    ({'stop_phrases': ['stop', '']}, 'empty phrase'),
+    ({'bogus': 1}, 'unknown parameter'),
+])
+def test_settings_refuse_bad_values_with_a_fix(changes, message):
+    with pytest.raises(ValueError, match=message):
+        NodeSettings.from_values(changes)
+
+
+def test_settings_updates_refuse_read_only_and_convert_types():
+    settings = NodeSettings()
+    with pytest.raises(ValueError, match='read-only'):
+        settings.updated({'model_dir': '/x'})
+    updated = settings.updated({'temperature': 1, 'stop_phrases': ['halt']})
+    assert updated.temperature == 1.0 and isinstance(updated.temperature, float)
+    assert updated.stop_phrases == ('halt',)
+    assert updated.generation_config() == GenerationConfig(max_new_tokens=256, temperature=1.0)
+    assert NodeSettings(seed=7).generation_config().seed == 7
+    assert NodeSettings(seed=-1).generation_config().seed is None
+
+
+def test_default_model_dir_is_the_embedded_demo_model():
+    assert NodeSettings().resolved_model_dir().name == DEFAULT_MODEL_NAME
+    assert NodeSettings(model_dir='~/m').resolved_model_dir() == Path('~/m').expanduser()
+
+
+def test_shipped_config_lists_every_parameter_with_its_default():
+    data = yaml.safe_load((ROOT / 'config' / 'ministral.yaml').read_text())
+    values = data['/**']['ros__parameters']
+    assert set(values) == {p.name for p in PARAMS}
+    assert NodeSettings.from_values(values) == NodeSettings()
+
+
+# ---------------------------------------------------------------- input text
+def test_clean_text():
+    assert clean_text('  go\tto \n the\x07 kitchen\x1b ', 100) == ('go to the kitchen', 2)
+    assert clean_text('cafe\u0301', 100)[0] == 'caf\u00e9'  # NFC
+    for bad, message in [('', 'empty'), ('\x07\x08', 'only control characters'),
+                         ('x' * 101, '101 characters long; the limit is 100'),
+                         ('go \ufffd', 'not valid UTF-8')]:
+        with pytest.raises(InputError, match=message):
+            clean_text(bad, 100)
+
+
+# ---------------------------------------------------------------- transcripts
+def test_parse_transcript_conventions():
+    assert parse_transcript('go home') == Transcript('go home')
+    assert parse_transcript('{"text": "go", "final": false, "confidence": 0.4}') == \
+        Transcript('go', final=False, confidence=0.4)
+    assert parse_transcript(' {"text": "go"}') == Transcript('go')
+    for bad, message in [('{"text": ', 'does not parse'), ('{"words": "go"}', '"text"'),
+                         ('{"text": "go", "final": 1}', '"final"'),
+                         ('{"text": "go", "confidence": "high"}', '"confidence"'),
+                         ('{"text": "go", "confidence": 1.5}', 'outside')]:
+        with pytest.raises(InputError, match=message):
+            parse_transcript(bad)
+
+
+def test_judge_transcript():
+    assert judge_transcript(Transcript('go', final=False), 0, '')[0] is TranscriptVerdict.PARTIAL
+    assert judge_transcript(Transcript('go', confidence=0.2), 0.5, '')[0] is \
+        TranscriptVerdict.LOW_CONFIDENCE
+    assert judge_transcript(Transcript('go'), 0, 'jarvis')[0] is TranscriptVerdict.NO_WAKE_WORD
+    assert judge_transcript(Transcript('Jarvis, go'), 0, 'jarvis') == \
+        (TranscriptVerdict.ACCEPT, 'go')
+    assert judge_transcript(Transcript(' '), 0, '')[0] is TranscriptVerdict.EMPTY
+    assert judge_transcript(Transcript('Jarvis!'), 0, 'jarvis')[0] is TranscriptVerdict.EMPTY
+    assert strip_wake_word('hey  Robot... go', 'hey robot') == 'go'
+    assert strip_wake_word('heyrobot go', 'hey robot') is None
+    assert strip_wake_word('go', '') == 'go'
+
+
+# ---------------------------------------------------------------- stop phrases
+@pytest.mark.parametrize('text', ['stop', 'STOP!', 'please stop now', 'Robot, freeze!',
+                                  'emergency stop', 'halt, halt', 'e-stop', 'cancel that',
+                                  'stop stop stop', 'oh no, stop it right now!'])
+def test_stop_phrases(text):
+    assert StopDetector(DEFAULT_STOP_PHRASES).is_stop(text)
+
+
+@pytest.mark.parametrize('text', ['stop at the door', 'cancel the second waypoint and go home',
+                                  'stopwatch', 'go to the bus stop', '', 'do not wait for me',
+                                  'drive forward'])
+def test_not_stop_phrases(text):
+    assert not StopDetector(DEFAULT_STOP_PHRASES).is_stop(text)
+
+
+def test_stop_phrases_with_wake_word_and_custom_list():
+    detector = StopDetector(['arrête', 'stop'])
+    assert detector.is_stop('Jarvis arrête', wake_word='jarvis')
+    assert not detector.is_stop('halt')
+
+
+# ---------------------------------------------------------------- request queue
+def test_request_queue_policies():
+    queue = RequestQueue(2, 'drop_oldest')
+    assert queue.push(1).accepted and queue.push(2).accepted
+    outcome = queue.push(3)
+    assert outcome.accepted and outcome.dropped == [1] and list(queue.clear()) == [2, 3]
+    queue.configure(2, 'drop_newest')
+    queue.push(1), queue.push(2)
+    assert not queue.push(3).accepted and len(queue) == 2
+    queue.configure(2, 'preempt')
+    outcome = queue.push(4)
+    assert outcome.preempt and outcome.dropped == [1, 2] and queue.pop(0) == 4
+    assert queue.configure(1, 'drop_oldest') == []
+    queue.push(5), queue.push(6)
+    assert queue.configure(1, 'drop_oldest') == [] and queue.pop(0) == 6
+    with pytest.raises(ValueError, match='unknown overflow policy'):
+        queue.configure(1, 'lifo')
+    assert queue.close() == [] and not queue.push(7).accepted and queue.pop(0.01) is None
+
+
+def test_queue_shrink_drops_oldest():
+    queue = RequestQueue(4, 'drop_oldest')
+    for n in range(4):
+        queue.push(n)
+    assert queue.configure(2, 'drop_oldest') == [0, 1]
+
+
+# ---------------------------------------------------------------- worker
+def _request(text, n=0):
+    return PlanRequest(f'r{n}', text, RequestSource.COMMAND, '/command')
+
+
+def test_worker_answers_every_request_once_and_never_after_cancel():
+    backend = ScriptedBackend()
+    plans = []
+    worker = PlanWorker(backend, lambda plan, item: plans.append(plan), queue_size=2,
+                        overflow_policy='drop_oldest', timeout_s=0)
+    worker.start()
+    try:
+        worker.submit(_request('slow 1', 0), time.monotonic())
+        wait_until(backend.started.is_set, 5, 'slow request running')
+        for n in range(1, 6):
+            worker.submit(_request(f'move {n}', n), time.monotonic())
+        order = []
+        worker.cancel_all('stop', first=lambda: order.append(len(plans)))
+        wait_until(lambda: len(plans) == 6, 5, 'six answers')
+        assert sorted(p.request_id for p in plans) == [f'r{n}' for n in range(6)]
+        assert all(p.status is PlanStatus.CANCELLED and not p.actions for p in plans)
+        assert order == [3]  # three drops were answered before the stop, the rest after it
+        assert worker.stats.dropped == 3 and worker.stats.cancelled == 3
+    finally:
+        assert worker.close('test over')
+
+
+def test_worker_timeout_results_and_reset():
+    backend = ScriptedBackend()
+    plans = []
+    worker = PlanWorker(backend, lambda plan, item: plans.append(plan), queue_size=4,
+                        overflow_policy='drop_oldest', timeout_s=0.05)
+    worker.start()
+    try:
+        worker.submit(_request('slow 1'), time.monotonic())
+        wait_until(lambda: plans, 5, 'timeout plan')
+        assert plans[0].status is PlanStatus.ERROR and 'request_timeout_s' in plans[0].error
+        worker.add_result(result_from_msg('abcdefghi', 'succeeded', '{"ok": true}', ''))
+        worker.reset_history()
+        worker.submit(_request('move 2', 1), time.monotonic())
+        wait_until(lambda: len(plans) == 2, 5, 'second plan')
+        assert backend.results[0].data == {'ok': True} and backend.resets == 1
+        assert plans[1].reply == 'context=1' and plans[1].stats['tokens_per_s'] > 0
+        assert worker.stats.timeouts == 1 and worker.stats.errors == 1
+    finally:
+        worker.close('test over')
+
+
+def test_worker_close_answers_waiting_requests():
+    backend = ScriptedBackend()
+    plans = []
+    worker = PlanWorker(backend, lambda plan, item: plans.append(plan), queue_size=4,
+                        overflow_policy='drop_oldest', timeout_s=0)
+    worker.start()
+    worker.submit(_request('slow 1', 0), time.monotonic())
+    wait_until(backend.started.is_set, 5, 'slow request running')
+    worker.submit(_request('move 1', 1), time.monotonic())
+    assert worker.close('shutting down')
+    assert sorted(p.request_id for p in plans) == ['r0', 'r1']
+    assert all(p.error == 'shutting down' for p in plans)
+
+
+# ---------------------------------------------------------------- message conversion
+def test_plan_message_round_trip_and_json():
+    plan = Plan('r1', 'go', RequestSource.TRANSCRIPT, PlanStatus.OK,
+                actions=(Action('move', {'distance_m': 1.5, 'note': 'ü'}, 'abcdefghi'),),
+                reply='moving', stats={'tokens_per_s': 42.0})
+    msg = plan_to_msg(plan, '/robot/ministral/transcript', 0.5, interface_msgs)
+    assert msg.tokens_per_s == 42.0 and msg.latency_s == 0.5
+    assert json.loads(msg.actions[0].arguments_json) == {'distance_m': 1.5, 'note': 'ü'}
+    back = msg_to_plan(msg)
+    assert (back.request_id, back.status, back.actions, back.reply) == \
+        (plan.request_id, plan.status, plan.actions, plan.reply)
+    data = plan_to_dict(plan, '/robot/ministral/transcript', 0.5)
+    assert {'request_id', 'source', 'actions', 'reply', 'status'} <= set(data)
+    assert data['actions'] == [{'name': 'move', 'arguments': {'distance_m': 1.5, 'note': 'ü'},
+                                'call_id': 'abcdefghi'}]
+
+
+def test_stop_plan_and_action_results():
+    plan = stop_plan('r9', 'stop', RequestSource.COMMAND, 'stop')
+    assert plan.status is PlanStatus.STOPPED and plan.actions[0].name == 'stop'
+    assert len(plan.actions[0].call_id) == 9 and plan.actions[0].call_id.isalnum()
+    assert stop_plan('r9', 'stop', RequestSource.COMMAND, '').actions == ()
+    result = result_from_msg(' abc ', 'FAILED', '', 'blocked')
+    assert (result.call_id, result.outcome, result.data) == ('abc', ActionOutcome.FAILED, None)
+    for args, message in [(('', 'failed', '', ''), 'empty call_id'),
+                          (('a', 'maybe', '', ''), 'succeeded'),
+                          (('a', 'failed', '{bad', ''), 'not JSON')]:
+        with pytest.raises(ValueError, match=message):
+            result_from_msg(*args)
+
+
+# ---------------------------------------------------------------- launch
+def test_launch_config_defaults_and_validation(tmp_path):
+    args = {a.name: a.default for a in arguments(str(tmp_path))}
+    assert args['params_file'] == str(tmp_path / 'config' / 'ministral.yaml')
+    params = tmp_path / 'p.yaml'
+    params.write_text('{}')
+    kwargs = node_kwargs(str(params), '/robot1/', 'True', 'INFO', 'ministral')
+    assert kwargs['parameters'] == [str(params), {'use_sim_time': True}]
+    assert kwargs['namespace'] == 'robot1' and kwargs['executable'] == 'ministral_node'
+    assert kwargs['arguments'] == ['--ros-args', '--log-level', 'info']
+    for bad, message in [({'params_file': str(tmp_path / 'none.yaml')}, 'is not a file'),
+                         ({'use_sim_time': 'sometimes'}, 'not a boolean'),
+                         ({'log_level': 'loud'}, 'log_level'),
+                         ({'node_name': 'my node'}, 'not a valid ROS name'),
+                         ({'node_name': '9lives'}, 'not a valid ROS name'),
+                         ({'node_name': 'café'}, 'not a valid ROS name')]:
+        values = {'params_file': str(params), 'namespace': '', 'use_sim_time': 'false',
+                  'log_level': 'info', 'node_name': 'ministral', **bad}
+        with pytest.raises(ValueError, match=message):
+            node_kwargs(**values)
+
+
+def _stub_launch_modules(share_dir: Path, launched: dict) -> dict[str, types.ModuleType]:
+    """Record-only stand-ins for launch/launch_ros/ament_index_python (not installable here)."""
+    def record(kind):
+        def make(*args, **kwargs):
+            launched.setdefault(kind, []).append((args, kwargs))
+            return (kind, args, kwargs)
+        return make
+
+    class LaunchConfiguration:
+        def __init__(self, name):
+            self.name = name
+
+        def perform(self, context):
+            return context[self.name]
+
+    modules = {name: types.ModuleType(name) for name in (
+        'launch', 'launch.actions', 'launch.substitutions', 'launch_ros', 'launch_ros.actions',
+        'ament_index_python', 'ament_index_python.packages')}
+    modules['launch'].LaunchDescription = record('LaunchDescription')
+    modules['launch.actions'].DeclareLaunchArgument = record('DeclareLaunchArgument')
+    modules['launch.actions'].OpaqueFunction = record('OpaqueFunction')
+    modules['launch.substitutions'].LaunchConfiguration = LaunchConfiguration
+    modules['launch_ros.actions'].Node = record('Node')
+    modules['ament_index_python.packages'].get_package_share_directory = \
+        lambda package: str(share_dir)
+    return modules
+
+
+def test_launch_file_declares_and_passes_what_launch_config_decides(tmp_path, monkeypatch):
+    (tmp_path / 'config').mkdir()
+    (tmp_path / 'config' / 'ministral.yaml').write_text('{}')
+    launched: dict = {}
+    for name, module in _stub_launch_modules(tmp_path, launched).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location('ministral_launch',
+                                                  ROOT / 'launch' / 'ministral.launch.py')
+    launch_file = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch_file)
+    launch_file.generate_launch_description()
+    declared = [(args[0], kw['default_value'], kw['description'])
+                for args, kw in launched['DeclareLaunchArgument']]
+    assert declared == [(a.name, a.default, a.description) for a in arguments(str(tmp_path))]
+    [(_, opaque)] = launched['OpaqueFunction']
+    context = {a.name: a.default for a in arguments(str(tmp_path))}
+    context.update(namespace='robot2', use_sim_time='true')
+    opaque['function'](context)
+    [(_, node)] = launched['Node']
+    assert node == node_kwargs(str(tmp_path / 'config' / 'ministral.yaml'), 'robot2', 'true',
+                               'info', 'ministral')
+
+
+NODE_LOGIC_MODULES = ('backend_factory', 'input_text', 'launch_config', 'node_params',
+                      'plan_messages', 'plan_worker', 'request_queue', 'stop_words',
+                      'transcript_filter')
+
+
+def test_node_logic_modules_do_not_import_rclpy():
+    for name in NODE_LOGIC_MODULES:
+        path = ROOT / 'ministral_ros' / f'{name}.py'
+        tree = ast.parse(path.read_text())
+        imported = {alias.name.split('.')[0] for node in ast.walk(tree)
+                    if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module.split('.')[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module}
+        assert 'rclpy' not in imported, f'{path} imports rclpy'
+
+
+def test_default_model_name_matches_the_demo_model_builder():
+    tree = ast.parse((ROOT / 'ministral_ros' / 'demo_model' / 'build.py').read_text())
+    [value] = [node.value.value for node in tree.body if isinstance(node, ast.Assign) and
+               [getattr(t, 'id', '') for t in node.targets] == ['DEFAULT_MODEL_NAME']]
+    assert value == DEFAULT_MODEL_NAME
