@@ -12,6 +12,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 case "$cmd" in
   test)
     cd "$root"
+    eval "$(bash "$root/tools/setup_test_tools.sh")"
     exec "$venv/bin/python" -m pytest -q "$@"
     ;;
   demo)

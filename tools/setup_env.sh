@@ -37,6 +37,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # TORCH_INDEX_URL (e.g. the PyTorch CPU wheel index) avoids a multi-GB CUDA build on a fresh machine.
   "${pip[@]}" install -q 'torch==2.13.0' ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"}
   "${pip[@]}" install -q -r "$root/requirements.txt"
+  # silero-vad declares torch>=1.12 but we only use the ONNX VAD model it ships: no deps.
+  "${pip[@]}" install -q --no-deps silero-vad==6.2.3
   echo "$want" > "$stamp"
 fi
 bash "$root/tools/build_interfaces.sh"

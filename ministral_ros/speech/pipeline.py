@@ -1,0 +1,269 @@
+"""From audio blocks to transcript events: resample -> VAD segmenter -> recogniser -> wake word.
+
+``SpeechPipeline`` is synchronous and clock-free apart from timing measurements, so it is tested by
+feeding it audio; ``SpeechService`` owns the capture loop on a thread (open the source, read blocks,
+feed the pipeline, and on a device failure log the error, close, wait ``retry_s`` and reopen) and is
+what the ROS node runs.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+import logging
+import threading
+import time
+
+from ministral_ros.speech.audio import level_dbfs
+from ministral_ros.speech.capture import AudioDeviceError, AudioSource, EndOfStream
+from ministral_ros.speech.recognizer import Recognizer, Transcript
+from ministral_ros.speech.resample import Resampler
+from ministral_ros.speech.vad import SegmentEventKind, UtteranceSegmenter
+from ministral_ros.transcript_filter import strip_wake_word
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TranscriptEvent:
+    """What the node publishes: a partial (while speaking) or final transcript of one utterance."""
+
+    text: str
+    final: bool
+    confidence: float
+    utterance: int             # 1-based index of the utterance in this stream
+    start_s: float             # stream time of the utterance start (pre-roll excluded)
+    end_s: float               # stream time of the end of the utterance (hang-over included)
+    decode_s: float = 0.0      # recogniser time after the end of the utterance (finals)
+    truncated: bool = False    # cut at vad.max_utterance_s
+
+
+@dataclass
+class PipelineStats:
+    """Diagnostics: counts, input level and processing cost (real-time factors)."""
+
+    audio_s: float = 0.0               # audio fed (at the source rate)
+    level_dbfs: float = -120.0         # RMS level of the last block
+    peak_level_dbfs: float = -120.0    # highest block level since the last diagnostics report
+    speech_probability: float = 0.0
+    utterances: int = 0                # finals published
+    discarded: int = 0                 # too short for speech, empty transcript, or no wake word
+    resample_s: float = 0.0
+    vad_s: float = 0.0
+    recognizer_s: float = 0.0
+    last_decode_s: float = 0.0
+
+    @property
+    def realtime_factor(self) -> float:
+        """Processing time / audio time (below 1 keeps up with live audio)."""
+        return (self.resample_s + self.vad_s + self.recognizer_s) / self.audio_s if self.audio_s else 0.0
+
+    @property
+    def vad_realtime_factor(self) -> float:
+        return self.vad_s / self.audio_s if self.audio_s else 0.0
+
+    @property
+    def recognizer_realtime_factor(self) -> float:
+        return self.recognizer_s / self.audio_s if self.audio_s else 0.0
+
+
+class SpeechPipeline:
+    """Feeds source-rate blocks through resampling, VAD and the recogniser; calls ``on_event``."""
+
+    def __init__(self, segmenter: UtteranceSegmenter, recognizer: Recognizer,
+                 on_event: Callable[[TranscriptEvent], None], wake_word: str = '',
+                 partial_interval_ms: float = 500.0) -> None:
+        if segmenter.vad.sample_rate != recognizer.sample_rate:
+            raise ValueError(f'VAD rate {segmenter.vad.sample_rate} differs from the recogniser rate '
+                             f'{recognizer.sample_rate}')
+        self.segmenter = segmenter
+        self.recognizer = recognizer
+        self.on_event = on_event
+        self.wake_word = wake_word.strip().lower()
+        self.rate = recognizer.sample_rate
+        self._partial_samples = int(partial_interval_ms / 1000 * self.rate)
+        self.stats = PipelineStats()
+        self._resampler: Resampler | None = None
+        self._source_rate = 0
+        self._utterance = 0
+        self._start_s = 0.0
+        self._since_partial = 0
+        self._last_partial = ''
+        self._open = False
+
+    def reset(self, source_rate: int) -> None:
+        """A new stream at ``source_rate`` (a new file or a reopened device)."""
+        self._source_rate = source_rate
+        self._resampler = Resampler(source_rate, self.rate)
+        self.segmenter.reset()
+        if self._open:
+            self.recognizer.finish()
+        self._open = False
+
+    def feed(self, block: np.ndarray) -> None:
+        if self._resampler is None:
+            raise RuntimeError('call reset(source_rate) before feeding audio')
+        self.stats.audio_s += len(block) / self._source_rate
+        level = level_dbfs(block)
+        self.stats.level_dbfs = level
+        self.stats.peak_level_dbfs = max(self.stats.peak_level_dbfs, level)
+        began = time.perf_counter()
+        samples = self._resampler.process(block)
+        self.stats.resample_s += time.perf_counter() - began
+        self._segment(samples, flush=False)
+
+    def end_of_stream(self) -> None:
+        if self._resampler is not None:
+            self._segment(self._resampler.flush(), flush=True)
+
+    def _segment(self, samples: np.ndarray, flush: bool) -> None:
+        began = time.perf_counter()
+        events = list(self.segmenter.process(samples))
+        if flush:
+            events.extend(self.segmenter.flush())
+        self.stats.vad_s += time.perf_counter() - began
+        self.stats.speech_probability = self.segmenter.last_probability
+        for event in events:
+            self._handle(event)
+
+    def _handle(self, event) -> None:
+        began = time.perf_counter()
+        try:
+            if event.kind == SegmentEventKind.START:
+                self._utterance += 1
+                self._start_s = event.time_s - len(event.samples) / self.rate
+                self._open = True
+                self._since_partial = 0
+                self._last_partial = ''
+                self.recognizer.start()
+                self.recognizer.accept(event.samples)
+            elif event.kind == SegmentEventKind.AUDIO:
+                self.recognizer.accept(event.samples)
+                self._since_partial += len(event.samples)
+                if self._partial_samples and self._since_partial >= self._partial_samples:
+                    self._since_partial = 0
+                    self._emit_partial(event.time_s)
+            elif event.kind == SegmentEventKind.DISCARD:
+                self._open = False
+                self.recognizer.finish()
+                self.stats.discarded += 1
+            elif event.kind == SegmentEventKind.END:
+                self._open = False
+                self._emit_final(self.recognizer.finish(), event.time_s, event.truncated)
+        finally:
+            self.stats.recognizer_s += time.perf_counter() - began
+
+    def _emit_partial(self, now_s: float) -> None:
+        text = strip_wake_word(self.recognizer.partial(), self.wake_word)
+        if not text or text == self._last_partial:
+            return
+        self._last_partial = text
+        self.on_event(TranscriptEvent(text=text, final=False, confidence=0.0, utterance=self._utterance,
+                                      start_s=self._start_s, end_s=now_s))
+
+    def _emit_final(self, transcript: Transcript, end_s: float, truncated: bool) -> None:
+        self.stats.last_decode_s = transcript.decode_s
+        text = strip_wake_word(transcript.text, self.wake_word)
+        if not text:
+            self.stats.discarded += 1
+            logger.debug('utterance %d dropped: %s', self._utterance,
+                         'no wake word' if text is None else 'empty transcript')
+            return
+        self.stats.utterances += 1
+        self.on_event(TranscriptEvent(text=text, final=True, confidence=transcript.confidence,
+                                      utterance=self._utterance, start_s=self._start_s, end_s=end_s,
+                                      decode_s=transcript.decode_s, truncated=truncated))
+
+
+def run_file(pipeline: SpeechPipeline, source: AudioSource) -> None:
+    """Feed a whole (file) source through the pipeline, then close the last utterance."""
+    source.open()
+    try:
+        pipeline.reset(source.sample_rate)
+        while True:
+            try:
+                block = source.read(timeout=1.0)
+            except EndOfStream:
+                break
+            if block is not None:
+                pipeline.feed(block)
+        pipeline.end_of_stream()
+    finally:
+        source.close()
+
+
+class SpeechService:
+    """The capture loop on its own thread, with retry on device failure.
+
+    ``on_error(message)`` is called for every failure (the node logs it and reports it in
+    diagnostics); the loop then waits ``retry_s`` and reopens the source. A file source that ends
+    finishes the loop (``finished`` is set) unless ``loop_file``.
+    """
+
+    def __init__(self, source_factory: Callable[[], AudioSource], pipeline: SpeechPipeline, retry_s: float = 2.0,
+                 on_error: Callable[[str], None] | None = None, loop_file: bool = False) -> None:
+        self.source_factory = source_factory
+        self.pipeline = pipeline
+        self.retry_s = retry_s
+        self.on_error = on_error or (lambda message: logger.error('%s', message))
+        self.loop_file = loop_file
+        self.stop_event = threading.Event()
+        self.finished = threading.Event()
+        self.connected = False
+        self.failures = 0
+        self.last_error = ''
+        self.source: AudioSource | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name='speech-capture', daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                if self._run_once():
+                    if not self.loop_file:
+                        break
+                else:
+                    self.stop_event.wait(self.retry_s)
+        finally:
+            self.finished.set()
+
+    def _run_once(self) -> bool:
+        """One open-read-close cycle; True at the end of a file, False after a failure or stop."""
+        source = self.source_factory()
+        self.source = source
+        try:
+            source.open()
+            self.connected = True
+            self.pipeline.reset(source.sample_rate)
+            while not self.stop_event.is_set():
+                try:
+                    block = source.read(timeout=0.2)
+                except EndOfStream:
+                    self.pipeline.end_of_stream()
+                    return True
+                if block is not None:
+                    self.pipeline.feed(block)
+            return False
+        except AudioDeviceError as error:
+            self._failed(str(error))
+            return False
+        except Exception as error:  # a recogniser or VAD failure must not end the capture thread
+            logger.exception('speech pipeline failure')
+            self._failed(f'speech pipeline failed: {type(error).__name__}: {error}')
+            return False
+        finally:
+            self.connected = False
+            source.close()
+
+    def _failed(self, message: str) -> None:
+        self.failures += 1
+        self.last_error = message
+        self.on_error(f'{message}; retrying in {self.retry_s:g} s')

@@ -1,0 +1,196 @@
+"""``ministral_speech_node``: microphone (or WAV file) -> VAD -> recogniser -> transcript topic.
+
+Publishes std_msgs/String on ``transcript_topic`` (default ``/ministral/transcript``, the main
+node's ``~/transcript``) following the convention of ``ministral_ros.transcript_filter``: a JSON
+object ``{"text", "final", "confidence"}`` (plus ``utterance``, ``start_s``, ``end_s`` for
+tracing); partial results (``"final": false``) stream while the user speaks, the main node plans
+only finals. Diagnostics (input level, overruns, utterances, real-time factor, device state) go to
+``/diagnostics`` every ``diagnostics_period_s``.
+
+Every setting of ``config/speech.yaml`` is also a ROS parameter of the same dotted name (e.g.
+``input``, ``vad.threshold``, ``recognizer.backend``); ``config_file`` picks another YAML file.
+A missing or vanished device is logged, shown in diagnostics and retried every ``retry_s``; bad
+configuration ends the node at start-up with one clear error line (exit status 2), never a
+traceback. With a ``file:`` input the replay starts once the transcript topic has
+``file_min_subscribers`` subscribers (or after ``file_wait_for_subscriber_s``), so a simulation's
+first command is not lost. All audio
+work lives in ``ministral_ros.speech``; this module is only the ROS shell.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+import json
+import logging
+import sys
+import threading
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from ministral_ros.speech.audio import AudioFormatError
+from ministral_ros.speech.backends import create_recognizer, create_segmenter
+from ministral_ros.speech.capture import open_source
+from ministral_ros.speech.config import build_config, flatten, load_tree, SpeechConfig
+from ministral_ros.speech.config import SpeechConfigError
+from ministral_ros.speech.grammar import GrammarError
+from ministral_ros.speech.pipeline import SpeechPipeline, SpeechService, TranscriptEvent
+from ministral_ros.speech.recognizer import RecognizerError
+from ministral_ros.speech.vad import VadModelError
+from rcl_interfaces.msg import ParameterDescriptor
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
+
+logger = logging.getLogger(__name__)
+
+NODE_NAME = 'ministral_speech'
+DEFAULT_TRANSCRIPT_TOPIC = '/ministral/transcript'
+STARTUP_ERRORS = (SpeechConfigError, RecognizerError, VadModelError, GrammarError,
+                  AudioFormatError, ValueError)
+
+
+def transcript_payload(event: TranscriptEvent) -> str:
+    """The message text for one transcript event (see ``transcript_filter.parse_transcript``)."""
+    return json.dumps({'text': event.text, 'final': event.final,
+                       'confidence': round(float(event.confidence), 4),
+                       'utterance': event.utterance, 'start_s': round(event.start_s, 3),
+                       'end_s': round(event.end_s, 3)}, ensure_ascii=False)
+
+
+class SpeechNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        config_file = self.declare_parameter('config_file', '').value
+        self.declare_parameter('transcript_topic', DEFAULT_TRANSCRIPT_TOPIC)
+        self.declare_parameter('diagnostics_period_s', 1.0)
+        self.declare_parameter('loop_file', False)
+        tree, base_dir = load_tree(config_file or None)
+        overrides = {}
+        for name, default in flatten(tree).items():
+            descriptor = ParameterDescriptor(dynamic_typing=True)
+            value = self.declare_parameter(name, default, descriptor).value
+            if value != default:
+                overrides[name] = value
+        self.config: SpeechConfig = build_config(tree, base_dir, overrides)
+        self.pipeline = SpeechPipeline(create_segmenter(self.config),
+                                       create_recognizer(self.config), self._publish,
+                                       wake_word=self.config.wake_word,
+                                       partial_interval_ms=self.config.partial_interval_ms)
+        topic = self.get_parameter('transcript_topic').value
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self._publisher = self.create_publisher(String, topic, reliable)
+        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._lock = threading.Lock()
+        self.service = SpeechService(
+            lambda: open_source(self.config.input, self.config.sample_rate, self.config.channels,
+                                self.config.block_ms, self.config.file_realtime),
+            self.pipeline, retry_s=self.config.retry_s, on_error=self._on_error,
+            loop_file=bool(self.get_parameter('loop_file').value))
+        period = float(self.get_parameter('diagnostics_period_s').value)
+        if period > 0:
+            self.create_timer(period, self._publish_diagnostics)
+        self.get_logger().info(
+            f'listening to {self.config.input.describe()} with '
+            f'{self.pipeline.recognizer.name}; transcripts on {self._publisher.topic_name}')
+        # A file is replayed once: wait (up to file_wait_for_subscriber_s) until someone listens,
+        # so that a simulation's first command is not published before the main node subscribed.
+        self.declare_parameter('file_wait_for_subscriber_s', 5.0)
+        self.declare_parameter('file_min_subscribers', 1)
+        self._start_deadline = self.get_clock().now().nanoseconds / 1e9 + float(
+            self.get_parameter('file_wait_for_subscriber_s').value)
+        if self.config.input.kind == 'file':
+            self._start_timer = self.create_timer(0.05, self._start_when_heard)
+        else:
+            self.service.start()
+
+    def _start_when_heard(self) -> None:
+        now = self.get_clock().now().nanoseconds / 1e9
+        wanted = int(self.get_parameter('file_min_subscribers').value)
+        if self._publisher.get_subscription_count() >= wanted or now >= self._start_deadline:
+            self._start_timer.cancel()
+            self.service.start()
+
+    def _publish(self, event: TranscriptEvent) -> None:
+        message = String()
+        message.data = transcript_payload(event)
+        with self._lock:
+            self._publisher.publish(message)
+        if event.final:
+            self.get_logger().info(f'heard {event.text!r} (confidence {event.confidence:.2f}, '
+                                   f'decoded in {event.decode_s * 1000:.0f} ms)')
+
+    def _on_error(self, message: str) -> None:
+        self.get_logger().error(message)
+
+    def diagnostic_status(self) -> DiagnosticStatus:
+        stats = self.pipeline.stats
+        source = self.service.source
+        overruns = source.stats.overruns if source is not None else 0
+        values = {
+            'input': self.config.input.describe(),
+            'connected': str(self.service.connected).lower(),
+            'level_dbfs': f'{stats.level_dbfs:.1f}',
+            'peak_level_dbfs': f'{stats.peak_level_dbfs:.1f}',
+            'speech_probability': f'{stats.speech_probability:.2f}',
+            'overruns': str(overruns),
+            'utterances': str(stats.utterances),
+            'discarded': str(stats.discarded),
+            'audio_s': f'{stats.audio_s:.1f}',
+            'realtime_factor': f'{stats.realtime_factor:.3f}',
+            'vad_realtime_factor': f'{stats.vad_realtime_factor:.4f}',
+            'recognizer_realtime_factor': f'{stats.recognizer_realtime_factor:.4f}',
+            'last_decode_ms': f'{stats.last_decode_s * 1000:.0f}',
+            'device_failures': str(self.service.failures),
+            'last_error': self.service.last_error,
+        }
+        stats.peak_level_dbfs = -120.0
+        status = DiagnosticStatus(name=f'{self.get_name()}: audio input',
+                                  hardware_id=self.config.input.describe())
+        if self.service.connected:
+            status.level, status.message = DiagnosticStatus.OK, 'capturing'
+            if overruns:
+                status.level = DiagnosticStatus.WARN
+                status.message = f'{overruns} audio blocks lost (overruns)'
+        elif self.service.finished.is_set() and not self.service.last_error:
+            status.level, status.message = DiagnosticStatus.OK, 'end of input file'
+        else:
+            status.level = DiagnosticStatus.ERROR
+            status.message = self.service.last_error or 'audio input not open yet'
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        return status
+
+    def _publish_diagnostics(self) -> None:
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [self.diagnostic_status()]
+        self._diagnostics.publish(array)
+
+    def destroy_node(self) -> None:
+        self.service.stop()
+        super().destroy_node()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    rclpy.init(args=argv)
+    node = None
+    try:
+        try:
+            node = SpeechNode()
+        except STARTUP_ERRORS as error:
+            print(f'ministral_speech_node: error: {error}', file=sys.stderr)
+            return 2
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
