@@ -30,10 +30,11 @@ from std_msgs.msg import String
 
 DEMO_COMMANDS: tuple[tuple[str, str], ...] = (
     ('command', 'Go to the kitchen.'),
-    ('command', 'please pick up the red cup and bring it to the living room'),
-    ('transcript', 'turn left ninety degrees'),
-    ('command', 'Move forward 1.5 meters, then say hello.'),
+    ('transcript', 'um pick up the cup'),
+    ('command', 'Please turn left 90 degrees.'),
+    ('transcript', 'move forward one and a half meters'),
     ('transcript', 'stop'),
+    ('command', 'Wait for ten seconds.'),
     ('command', 'What can you do?'),
 )
 

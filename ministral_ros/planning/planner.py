@@ -127,10 +127,6 @@ class Exchange:
     clarification: bool = False
 
 
-# The old private name, kept for callers that imported it.
-_Exchange = Exchange
-
-
 def result_content(result: ActionResult | None, clarification: bool = False) -> str:
     """The JSON text of one tool result as the model sees it."""
     if clarification:

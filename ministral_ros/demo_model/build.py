@@ -1,0 +1,192 @@
+"""The whole recipe of the embedded demo model, seeded end to end.
+
+    python -m ministral_ros.demo_model build --out models/ministral-robot-demo --work /tmp/demo-work
+
+1. generate training requests (train templates only) and conversations with history;
+2. train the small BPE tokenizer on the training text, the tools block and the answer JSON;
+3. render every example with the real planner (dataset.py) and train the model (train.py);
+4. export the checkpoint through the engine's own exporter (``ministral_ros.engine.export_model``),
+   the same path a real Ministral checkpoint takes;
+5. evaluate the exported folder on held-out requests (templates never used in training) through
+   the real ``Planner`` with constrained decoding; write ``report.json`` into the work folder.
+
+Same seed, same data, same tokenizer and same initial weights; training itself runs on one thread
+(torch's CPU kernels are deterministic there), so a rebuild gives the same model up to
+floating-point summation order across torch versions.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ministral_ros.demo_model.generator import Example, generate_examples
+from ministral_ros.demo_model.phrasings import DEFAULT_PHRASINGS, Phrasings, load_phrasings
+from ministral_ros.demo_model.train import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = 'ministral-robot-demo'
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    seed: int = 0
+    single_examples: int = 30000
+    history_groups: int = 240
+    max_history_turns: int = 4
+    vocab_size: int = 2048
+    heldout_examples: int = 400
+    heldout_conversations: int = 40
+    conversation_length: int = 3
+    precision: str = 'fp32'
+    score_call_ids: bool = False   # True: keep the random call ids in the loss (the first stage of the shipped model)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        for name in ('single_examples', 'vocab_size'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'{name} must be >= 1')
+        for name in ('history_groups', 'heldout_examples', 'heldout_conversations'):
+            if getattr(self, name) < 0:
+                raise ValueError(f'{name} must be >= 0')
+
+
+def tokenizer_corpus(examples: list[Example], renderer_texts: list[str]) -> list[str]:
+    """Texts the BPE is trained on: requests, answers (tool-call JSON, replies) and fixed prompt parts."""
+    from ministral_ros.chat.prompt import ToolCall as PromptToolCall, tool_calls_json
+
+    corpus = [e.text for e in examples]
+    for example in examples:
+        if example.calls:
+            corpus.append(tool_calls_json([PromptToolCall(c.name, c.arguments, i)
+                                           for c, i in zip(example.calls, example.call_ids)]))
+        else:
+            corpus.append(example.reply)
+    return corpus + renderer_texts
+
+
+def heldout_conversations(phrasings: Phrasings, count: int, length: int, seed: int) -> list[list[Example]]:
+    """``count`` conversations of ``length`` held-out requests (no follow-up answers: each stands alone)."""
+    flat = generate_examples(phrasings, 'heldout', count * length, seed + 104729)
+    return [flat[i * length:(i + 1) * length] for i in range(count)]
+
+
+def build(out_dir: Path | str, work_dir: Path | str, config: BuildConfig = BuildConfig(),
+          phrasings_path: Path | str = DEFAULT_PHRASINGS, actions_path: Path | str | None = None,
+          overwrite: bool = False, init_from: Path | str | None = None) -> dict[str, Any]:
+    """Run the recipe (module docstring); returns the report (also written to work_dir/report.json)."""
+    from ministral_ros.chat.prompt import tool_result_json, tools_json
+    from ministral_ros.chat.tokenizer import MinistralTokenizer
+    from ministral_ros.demo_model import dataset
+    from ministral_ros.demo_model.tokenizer_builder import save_tokenizer, train_tokenizer
+    from ministral_ros.demo_model.train import train
+    from ministral_ros.planning.planner import DEFAULT_SYSTEM_PROMPT, result_content
+    from ministral_ros.planning.vocabulary import load_vocabulary
+
+    started = time.monotonic()
+    out, work = Path(out_dir), Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    phrasings = load_phrasings(phrasings_path)
+    vocabulary = load_vocabulary(actions_path)
+    report: dict[str, Any] = {'config': asdict(config), 'phrasings': str(phrasings_path),
+                              'actions': str(vocabulary.source)}
+
+    logger.info('1/5 generating data (seed %d)', config.seed)
+    singles = generate_examples(phrasings, 'train', config.single_examples, config.seed)
+    conversations = dataset.history_groups(phrasings, 'train', config.seed, config.history_groups,
+                                           config.train.batch_examples, config.max_history_turns)
+    problems = validate_examples(singles + [e for _, reqs in conversations for e in reqs], vocabulary)
+    if problems:
+        raise ValueError('generated calls do not match the vocabulary (fix calls_for_intent or the '
+                         f'phrasings lists): {problems[:5]}')
+
+    logger.info('2/5 training the tokenizer (vocab %d)', config.vocab_size)
+    from ministral_ros.chat.prompt import ToolSpec
+    tools = [ToolSpec(t['function']['name'], t['function']['description'], t['function']['parameters'])
+             for t in vocabulary.tool_specs()]
+    fixed = [tools_json(tools), DEFAULT_SYSTEM_PROMPT]
+    for status in ('succeeded', 'unknown', 'failed'):
+        fixed.append(tool_result_json(result_content(None) if status == 'unknown'
+                                      else json.dumps({'status': status}), 'a1B2c3D4e'))
+    fixed.append(tool_result_json(result_content(None, clarification=True), 'a1B2c3D4e'))
+    corpus = tokenizer_corpus(singles, fixed * 300)
+    hf_tokenizer = train_tokenizer(corpus, config.vocab_size)
+    tokenizer_path = save_tokenizer(hf_tokenizer, work / 'tokenizer.json')
+    tokenizer = MinistralTokenizer.from_file(tokenizer_path)
+
+    logger.info('3/5 rendering with the planner and training')
+    renderer = dataset.DemoRenderer(tokenizer, vocabulary)
+    encoded = renderer.encode_single_turn(singles)
+    for index, (history, requests) in enumerate(conversations):
+        encoded += renderer.encode_conversation(history, requests, group=f'history-{index}')
+    if config.score_call_ids:
+        encoded = [replace(e, unscored=frozenset()) for e in encoded]
+    report['data'] = {'single_examples': len(singles), 'history_examples': len(encoded) - len(singles),
+                      'prefix_tokens': len(renderer.planner.prefix_ids),
+                      'tokenizer_vocab': tokenizer.vocab_size,
+                      'mean_suffix_tokens': sum(len(e.suffix) for e in encoded) / len(encoded)}
+    hf_dir = work / 'hf'
+    if init_from is not None:
+        init_from = Path(init_from)
+        if init_from.resolve() == hf_dir.resolve():
+            raise ValueError(f'--init-from {init_from} is the output checkpoint folder; use another --work')
+        earlier = init_from / 'tokenizer.json'
+        if not earlier.is_file() or earlier.read_bytes() != tokenizer_path.read_bytes():
+            raise ValueError(f'{init_from} was trained with another tokenizer; use the same --seed, '
+                             '--single-examples and phrasings as the build that made it')
+        report['init_from'] = str(init_from)
+    if hf_dir.exists():
+        shutil.rmtree(hf_dir)
+    summary = train(encoded, tokenizer.vocab_size, config.train, hf_dir, init_from=init_from)
+    shutil.copyfile(tokenizer_path, hf_dir / 'tokenizer.json')
+    report['training'] = summary
+    del encoded
+
+    logger.info('4/5 exporting %s to %s at %s', hf_dir, out, config.precision)
+    from ministral_ros.engine import export_model
+    export_model(hf_dir, out, config.precision, overwrite=overwrite)
+    report['model_bytes'] = sum(f.stat().st_size for f in out.rglob('*') if f.is_file())
+
+    logger.info('5/5 evaluating on held-out requests')
+    report['evaluation'] = evaluate_folder(out, phrasings, vocabulary_path=actions_path, seed=config.seed,
+                                           single=config.heldout_examples,
+                                           conversations=config.heldout_conversations,
+                                           conversation_length=config.conversation_length)
+    report['total_seconds'] = round(time.monotonic() - started, 1)
+    (work / 'report.json').write_text(json.dumps(report, indent=1, default=str), encoding='utf-8')
+    return report
+
+
+def validate_examples(examples: list[Example], vocabulary) -> list[str]:
+    """Schema errors of every generated call against the vocabulary (empty when all are valid)."""
+    problems = []
+    for example in examples:
+        for call in example.calls:
+            for error in vocabulary.validate_arguments(call.name, call.arguments):
+                problems.append(f'{example.text!r}: {error}')
+    return problems
+
+
+def evaluate_folder(model_dir: Path | str, phrasings: Phrasings, *, vocabulary_path: Path | str | None = None,
+                    seed: int = 0, single: int = 400, conversations: int = 40, conversation_length: int = 3,
+                    threads: int = 1) -> dict[str, Any]:
+    """Held-out accuracy of an exported folder through the real Planner (see evaluate.py)."""
+    from ministral_ros.demo_model.evaluate import evaluate_conversations, evaluate_single
+    from ministral_ros.planning.planner import Planner
+
+    planner = Planner.from_model_dir(model_dir, vocabulary_path, provider='cpu', threads=threads)
+    heldout = generate_examples(phrasings, 'heldout', single, seed)
+    single_report = evaluate_single(planner, heldout)
+    result: dict[str, Any] = {'single': single_report.summary(),
+                              'single_failures': [o.to_dict() for o in single_report.outcomes if not o.exact][:40]}
+    if conversations:
+        conv_report = evaluate_conversations(planner, heldout_conversations(phrasings, conversations,
+                                                                            conversation_length, seed))
+        result['conversations'] = conv_report.summary()
+        result['conversation_failures'] = [o.to_dict() for o in conv_report.outcomes if not o.exact][:20]
+    return result

@@ -1,0 +1,166 @@
+"""The configurable word lists and sentence templates of the demo data (config/demo_phrasings.yaml).
+
+Loading validates everything the generator relies on, so a malformed file fails here with the
+key that is wrong instead of producing silently odd data: every list non-empty, every template
+slot known, and no template in both the `train` and `heldout` splits (the held-out accuracy is
+only meaningful on sentence patterns the model never saw).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PHRASINGS = Path(__file__).resolve().parents[2] / 'config' / 'demo_phrasings.yaml'
+
+SPLITS = ('train', 'heldout')
+VALUE_SLOTS = frozenset({'place', 'object', 'surface', 'distance', 'angle', 'duration', 'speech',
+                         'unknown_place', 'unknown_object'})
+_SLOT = re.compile(r'\{([a-z_]+)\}')
+
+
+class PhrasingsError(ValueError):
+    """The phrasings file is missing, unreadable or malformed (the message names the key)."""
+
+
+@dataclass(frozen=True)
+class TemplateGroup:
+    """Templates of one intent (or clarification / chat kind) per split, with its fixed answer."""
+
+    name: str
+    train: tuple[str, ...]
+    heldout: tuple[str, ...]
+    answer: str = ''  # the question (clarify) or reply (chat); empty for action intents
+
+    def __post_init__(self) -> None:
+        if not self.train or not self.heldout:
+            raise PhrasingsError(f'{self.name}: needs at least one `train` and one `heldout` template')
+        overlap = set(self.train) & set(self.heldout)
+        if overlap:
+            raise PhrasingsError(f'{self.name}: templates in both train and heldout: {sorted(overlap)}; '
+                                 'a held-out template must be unseen in training')
+
+    def templates(self, split: str) -> tuple[str, ...]:
+        if split not in SPLITS:
+            raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+        return self.train if split == 'train' else self.heldout
+
+
+@dataclass(frozen=True)
+class Phrasings:
+    places: dict[str, tuple[str, ...]]
+    unknown_places: tuple[str, ...]
+    objects: dict[str, tuple[str, ...]]
+    unknown_objects: tuple[str, ...]
+    surfaces: dict[str, tuple[str, ...]]
+    speech: tuple[str, ...]
+    synonyms: dict[str, tuple[str, ...]]
+    intents: dict[str, TemplateGroup]
+    clarify: dict[str, TemplateGroup]
+    chat: dict[str, TemplateGroup]
+    prefixes: tuple[str, ...]
+    question_prefixes: tuple[str, ...]
+    suffixes: tuple[str, ...]
+    connectors: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    fillers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        known = VALUE_SLOTS | set(self.synonyms)
+        for kind, groups in (('intents', self.intents), ('clarify', self.clarify), ('chat', self.chat)):
+            for group in groups.values():
+                for template in group.train + group.heldout:
+                    unknown = set(_SLOT.findall(template)) - known
+                    if unknown:
+                        raise PhrasingsError(f'{kind}.{group.name}: template {template!r} uses unknown '
+                                             f'slot(s) {sorted(unknown)}; known: {sorted(known)}')
+        for split in SPLITS:
+            if not self.connectors.get(split):
+                raise PhrasingsError(f'connectors.{split}: needs at least one connector')
+        all_templates: dict[str, set[str]] = {split: set() for split in SPLITS}
+        for groups in (self.intents, self.clarify, self.chat):
+            for group in groups.values():
+                for split in SPLITS:
+                    all_templates[split].update(group.templates(split))
+        shared = all_templates['train'] & all_templates['heldout']
+        if shared:
+            raise PhrasingsError(f'templates used in both splits (across groups): {sorted(shared)}')
+
+    def all_templates(self, split: str) -> set[str]:
+        out: set[str] = set()
+        for groups in (self.intents, self.clarify, self.chat):
+            for group in groups.values():
+                out.update(group.templates(split))
+        return out
+
+
+def _str_list(data: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(data, list) or not data or not all(isinstance(x, str) and x for x in data):
+        raise PhrasingsError(f'{key}: expected a non-empty list of non-empty strings')
+    return tuple(data)
+
+
+def _alias_map(data: Any, key: str) -> dict[str, tuple[str, ...]]:
+    if not isinstance(data, dict) or not data:
+        raise PhrasingsError(f'{key}: expected a non-empty mapping value -> list of spoken forms')
+    return {str(name): _str_list(aliases, f'{key}.{name}') for name, aliases in data.items()}
+
+
+def _groups(data: Any, key: str, answer_key: str | None) -> dict[str, TemplateGroup]:
+    if not isinstance(data, dict) or not data:
+        raise PhrasingsError(f'{key}: expected a non-empty mapping name -> {{train, heldout}}')
+    groups = {}
+    for name, body in data.items():
+        where = f'{key}.{name}'
+        if not isinstance(body, dict):
+            raise PhrasingsError(f'{where}: expected a mapping with train/heldout lists')
+        answer = ''
+        if answer_key is not None:
+            answer = body.get(answer_key)
+            if not isinstance(answer, str) or not answer.strip():
+                raise PhrasingsError(f'{where}.{answer_key}: expected a non-empty string')
+        groups[str(name)] = TemplateGroup(
+            name=where, train=_str_list(body.get('train'), f'{where}.train'),
+            heldout=_str_list(body.get('heldout'), f'{where}.heldout'), answer=answer)
+    return groups
+
+
+def load_phrasings(path: str | Path = DEFAULT_PHRASINGS) -> Phrasings:
+    """Read and validate a phrasings YAML file; raises PhrasingsError naming what is wrong."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding='utf-8'))
+    except FileNotFoundError:
+        raise PhrasingsError(f'{path}: no such file (the default is {DEFAULT_PHRASINGS})') from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise PhrasingsError(f'{path}: cannot read it as UTF-8 YAML: {error}') from None
+    if not isinstance(data, dict):
+        raise PhrasingsError(f'{path}: expected a mapping at the top level')
+    try:
+        politeness = data.get('politeness')
+        if not isinstance(politeness, dict):
+            raise PhrasingsError('politeness: expected a mapping with prefixes, question_prefixes, suffixes')
+        connectors = data.get('connectors')
+        if not isinstance(connectors, dict):
+            raise PhrasingsError('connectors: expected a mapping with train/heldout lists')
+        return Phrasings(
+            places=_alias_map(data.get('places'), 'places'),
+            unknown_places=_str_list(data.get('unknown_places'), 'unknown_places'),
+            objects=_alias_map(data.get('objects'), 'objects'),
+            unknown_objects=_str_list(data.get('unknown_objects'), 'unknown_objects'),
+            surfaces=_alias_map(data.get('surfaces'), 'surfaces'),
+            speech=_str_list(data.get('speech'), 'speech'),
+            synonyms=_alias_map(data.get('synonyms'), 'synonyms'),
+            intents=_groups(data.get('intents'), 'intents', None),
+            clarify=_groups(data.get('clarify'), 'clarify', 'question'),
+            chat=_groups(data.get('chat'), 'chat', 'reply'),
+            prefixes=_str_list(politeness.get('prefixes'), 'politeness.prefixes'),
+            question_prefixes=_str_list(politeness.get('question_prefixes'), 'politeness.question_prefixes'),
+            suffixes=_str_list(politeness.get('suffixes'), 'politeness.suffixes'),
+            connectors={split: _str_list(connectors.get(split), f'connectors.{split}') for split in SPLITS},
+            fillers=_str_list(data.get('fillers'), 'fillers'),
+        )
+    except PhrasingsError as error:
+        raise PhrasingsError(f'{path}: {error}') from None
