@@ -131,13 +131,14 @@ class DemoClientNode(Node):
 def run(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     process = _start_node(args)
-    rclpy.init()
-    client = DemoClientNode()
-    executor = SingleThreadedExecutor()
-    executor.add_node(client)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    client: DemoClientNode | None = None
+    executor: SingleThreadedExecutor | None = None
     try:
+        rclpy.init()
+        client = DemoClientNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(client)
+        threading.Thread(target=executor.spin, daemon=True).start()
         print('waiting for the node to load the model and activate ...', flush=True)
         started = time.monotonic()
         ready = client.wait_for(lambda: client.state == 'active' or client.configure_error
@@ -184,8 +185,10 @@ def run(argv: Sequence[str] | None = None) -> int:
             print()
         return 1 if failures else 0
     finally:
-        executor.shutdown(timeout_sec=1.0)
-        client.destroy_node()
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
+        if client is not None:
+            client.destroy_node()
         rclpy.try_shutdown()
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)

@@ -56,7 +56,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               'Off: drive the lifecycle with `ros2 lifecycle set` or a lifecycle manager.',
               read_only=True),
     ParamSpec('model_dir', '',
-              'Folder of the exported ONNX model (see README, "Use Ministral 8B"). Empty: the '
+              'Folder of the exported ONNX model (see README, "Use the real Ministral 8B"). Empty: the '
               'embedded demo model. Loaded on configure.', read_only=True),
     ParamSpec('execution_provider', 'cpu',
               'onnxruntime execution provider: cpu, cuda, tensorrt, or auto (best available).',

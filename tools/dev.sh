@@ -6,21 +6,21 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${MINISTRAL_VENV:-$root/.venv}"
 cmd="${1:-}"
 shift || true
-bash "$root/tools/setup_env.sh"
-export PATH="$venv/bin:$PATH"
-export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 case "$cmd" in
-  test)
-    cd "$root"
-    eval "$(bash "$root/tools/setup_test_tools.sh")"
-    exec "$venv/bin/python" -m pytest -q "$@"
-    ;;
-  demo)
-    cd "$root"
-    exec "$venv/bin/python" -m ministral_ros.demo_node "$@"
-    ;;
+  demo|test) ;;
   *)
     echo "usage: tools/dev.sh demo|test [args...]" >&2
     exit 2
     ;;
 esac
+bash "$root/tools/setup_env.sh"
+export PATH="$venv/bin:$PATH"
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+cd "$root"
+if [ "$cmd" = test ]; then
+  # Assigned first so that a failing set-up stops here (an eval of a substitution would not).
+  test_env="$(bash "$root/tools/setup_test_tools.sh")"
+  eval "$test_env"
+  exec "$venv/bin/python" -m pytest -q "$@"
+fi
+exec "$venv/bin/python" -m ministral_ros.demo_node "$@"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up of the pip/venv install of ministral_ros (Debian/Ubuntu, Python 3.11).
-# Creates .venv beside this repository, installs every dependency (torch first, pinned to a CPU
-# build), and installs ministral_ros itself in editable mode. Safe to re-run.
+# Creates .venv beside this repository, installs every dependency (torch 2.13.0 first, pinned; set
+# TORCH_INDEX_URL to the PyTorch CPU wheel index where pip would otherwise take a CUDA build),
+# builds the message package into it and installs ministral_ros itself in editable mode.
+# Safe to re-run.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${MINISTRAL_VENV:-$root/.venv}"
@@ -9,12 +11,15 @@ python="${PYTHON:-python3}"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-# System packages: a C++ tool chain and CMake build the message package; Debian's Python needs
-# python3-venv for `python -m venv`.
+# System packages: a C++ tool chain, CMake and the Python headers build the message package;
+# Debian's Python needs python3-venv for `python -m venv`.
+venv_ok() { [ -x "$venv/bin/python" ] && "$venv/bin/python" -m pip --version >/dev/null 2>&1; }
 need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
-[ -x "$venv/bin/python" ] || "$python" -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+"$python" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || need_apt+=(python3-dev)
+venv_ok || "$python" -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]} with apt-get"
   sudo=()
@@ -24,17 +29,16 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}" </dev/null >/dev/null
 fi
 
-if [ ! -x "$venv/bin/python" ]; then
+if ! venv_ok; then
   log "creating virtual environment $venv"
-  "$python" -m venv "$venv"
+  "$python" -m venv --clear "$venv"
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 stamp="$venv/.ministral_ros_requirements"
-want="$(cat "$root/requirements.txt" "$root/tools/setup_env.sh" | sha256sum | cut -d' ' -f1)"
+want="$( (cat "$root/requirements.txt" "$root/tools/setup_env.sh"; echo "${TORCH_INDEX_URL:-}") | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "installing torch 2.13.0 (CPU build) and requirements.txt (a few minutes the first time)"
+  log "installing torch 2.13.0 and requirements.txt (a few minutes the first time)"
   "${pip[@]}" install -q --upgrade pip
-  # TORCH_INDEX_URL (e.g. the PyTorch CPU wheel index) avoids a multi-GB CUDA build on a fresh machine.
   "${pip[@]}" install -q 'torch==2.13.0' ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"}
   "${pip[@]}" install -q -r "$root/requirements.txt"
   # silero-vad declares torch>=1.12 but we only use the ONNX VAD model it ships: no deps.

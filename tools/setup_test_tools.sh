@@ -22,6 +22,4 @@ if [ ! -x "$colcon_venv/bin/colcon" ]; then
     colcon-test-result==0.3.8 >"$colcon_venv.log" 2>&1 || { cat "$colcon_venv.log" >&2; exit 1; }
 fi
 printf 'export COLCON=%q\n' "$colcon_venv/bin/colcon"
-if [ -x "$root/tools/audio_services.sh" ]; then
-  bash "$root/tools/audio_services.sh"
-fi
+bash "$root/tools/audio_services.sh"
