@@ -1,16 +1,18 @@
-"""The README's main job: start ``ministral_node`` the way a user would and talk to it like a robot.
+"""The README's main job: start ``ministral_node`` as a user would and talk to it like a robot.
 
-``python -m ministral_ros.demo_node`` (what ``tools/dev.sh demo`` runs) starts the node's console script in
-its own process (default: the embedded demo model), waits until it reports ``active`` on
+``python -m ministral_ros.demo_node`` (what ``tools/dev.sh demo`` runs) starts the node's console
+script in its own process (default: the embedded demo model), waits until it reports ``active`` on
 ``/ministral/status``, then behaves like the other nodes of a robot: it publishes typed commands on
 ``/ministral/command`` and speech-recogniser transcripts (partial then final, the documented
 convention) on ``/ministral/transcript``, and prints every plan that arrives on
-``/ministral/plan_json``. With ``--interactive`` (the default when stdin is a terminal) it then reads
-commands from the keyboard until end of input. It only uses topics: nothing here calls the planner.
+``/ministral/plan_json``. With ``--interactive`` (the default when stdin is a terminal) it then
+reads commands from the keyboard until end of input. It only uses topics: nothing here calls the
+planner.
 """
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import json
 import os
 import shutil
@@ -19,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import rclpy

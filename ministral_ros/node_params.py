@@ -56,8 +56,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               'Off: drive the lifecycle with `ros2 lifecycle set` or a lifecycle manager.',
               read_only=True),
     ParamSpec('model_dir', '',
-              'Folder of the exported ONNX model (see README, "Use the real Ministral 8B"). Empty: the '
-              'embedded demo model. Loaded on configure.', read_only=True),
+              'Folder of the exported ONNX model (see README, "Use the real Ministral 8B"). '
+              'Empty: the embedded demo model. Loaded on configure.', read_only=True),
     ParamSpec('execution_provider', 'cpu',
               'onnxruntime execution provider: cpu, cuda, tensorrt, or auto (best available).',
               read_only=True, choices=EXECUTION_PROVIDERS),

@@ -61,6 +61,7 @@ def transcript_payload(event: TranscriptEvent) -> str:
 class SpeechNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        self._reported_overruns = 0
         config_file = self.declare_parameter('config_file', '').value
         self.declare_parameter('transcript_topic', DEFAULT_TRANSCRIPT_TOPIC)
         self.declare_parameter('diagnostics_period_s', 1.0)
@@ -149,9 +150,11 @@ class SpeechNode(Node):
                                   hardware_id=self.config.input.describe())
         if self.service.connected:
             status.level, status.message = DiagnosticStatus.OK, 'capturing'
-            if overruns:
+            if overruns > self._reported_overruns:
                 status.level = DiagnosticStatus.WARN
-                status.message = f'{overruns} audio blocks lost (overruns)'
+                status.message = (f'{overruns - self._reported_overruns} audio blocks lost '
+                                  f'(overruns) since the last report')
+            self._reported_overruns = overruns
         elif self.service.finished.is_set() and not self.service.last_error:
             status.level, status.message = DiagnosticStatus.OK, 'end of input file'
         else:
@@ -179,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             node = SpeechNode()
         except STARTUP_ERRORS as error:
-            print(f'ministral_speech_node: error: {error}', file=sys.stderr)
+            logging.getLogger('ministral_speech_node').error(f'cannot start: {error}')
             return 2
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):

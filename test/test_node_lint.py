@@ -20,6 +20,7 @@ FILES = [
     'ministral_ros/node_params.py', 'ministral_ros/plan_messages.py',
     'ministral_ros/plan_worker.py', 'ministral_ros/request_queue.py',
     'ministral_ros/stop_words.py', 'ministral_ros/transcript_filter.py',
+    'ministral_ros/speech_node.py', 'ministral_ros/demo_node.py',
     'benchmarks/node_latency.py',
     'test/node_test_support.py', 'test/test_interfaces_build.py',
     'test/test_interfaces_colcon.py', 'test/test_node_engine.py',

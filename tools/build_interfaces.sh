@@ -46,7 +46,7 @@ fi
 generator=()
 if command -v ninja >/dev/null; then generator=(-G Ninja); fi
 # A build folder made with another generator or source cannot be reused.
-if [ -f "$build/CMakeCache.txt" ] && ! grep -q "CMAKE_HOME_DIRECTORY:INTERNAL=$src\$" "$build/CMakeCache.txt"; then
+if [ -f "$build/CMakeCache.txt" ] && ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$src" "$build/CMakeCache.txt"; then
   rm -rf "$build"
 fi
 if [ -f "$build/CMakeCache.txt" ] && [ ${#generator[@]} -gt 0 ] && [ ! -f "$build/build.ninja" ]; then

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--max-calls', type=int, default=4, help='most actions in one plan (default 4)')
     parser.add_argument('--temperature', type=float, default=0.0, help='0 = greedy (default)')
     parser.add_argument('--seed', type=int, default=None, help='sampling seed (with --temperature > 0)')
-    parser.add_argument('--provider', default='auto', help='onnxruntime provider: auto, cpu, cuda, tensorrt')
+    parser.add_argument('--provider', default='auto', choices=('auto', 'cpu', 'cuda', 'tensorrt'),
+                        help='onnxruntime provider (default auto: TensorRT, then CUDA, then CPU)')
     parser.add_argument('--threads', type=int, default=0, help='onnxruntime threads (0 = one per core)')
     parser.add_argument('--max-context', type=int, default=None, help='KV cache length (default: engine default)')
     parser.add_argument('--stream', action='store_true', help='echo the model output on stderr as it is generated')

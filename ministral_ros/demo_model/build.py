@@ -76,10 +76,11 @@ def heldout_conversations(phrasings: Phrasings, count: int, length: int, seed: i
     return [flat[i * length:(i + 1) * length] for i in range(count)]
 
 
-def build(out_dir: Path | str, work_dir: Path | str, config: BuildConfig = BuildConfig(),
+def build(out_dir: Path | str, work_dir: Path | str, config: BuildConfig | None = None,
           phrasings_path: Path | str = DEFAULT_PHRASINGS, actions_path: Path | str | None = None,
           overwrite: bool = False, init_from: Path | str | None = None) -> dict[str, Any]:
     """Run the recipe (module docstring); returns the report (also written to work_dir/report.json)."""
+    config = config if config is not None else BuildConfig()
     from ministral_ros.chat.prompt import tool_result_json, tools_json
     from ministral_ros.chat.tokenizer import MinistralTokenizer
     from ministral_ros.demo_model import dataset

@@ -183,11 +183,18 @@ def run_isolated(engine: str, model_dir: Path, contexts: list[int], new_tokens: 
                '--contexts', ','.join(map(str, contexts)), '--new-tokens', str(new_tokens),
                '--threads', str(threads), '--provider', provider]
     logger.info('benchmarking %s on %s ...', engine, model_dir)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=dict(os.environ))
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=dict(os.environ))
+    except subprocess.TimeoutExpired:
+        return {'engine': engine, 'error': f'no result within {timeout_s:.0f} s'}
     if done.returncode != 0:
         tail = '\n'.join(done.stderr.strip().splitlines()[-8:])
         return {'engine': engine, 'error': f'exit status {done.returncode}: {tail}'}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {'engine': engine, 'error': f'no JSON result on stdout: {done.stdout[-500:]!r}'}
 
 
 def main(argv: list[str] | None = None) -> int:
