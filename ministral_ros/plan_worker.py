@@ -15,6 +15,16 @@ Contract with the node (which owns the ROS side):
 - Action results and history resets are applied on the worker thread, before the next request.
 - The backend is used from the worker thread only (plan, report_result, reset_history), so it
   needs no locking of its own.
+
+How a cancellation can never miss a request: a request is always either in the queue or recorded
+as current, never in between. The worker takes an item and records it as current (with its cancel
+event) in one step under the queue's lock (``RequestQueue.pop(on_take=...)``), and ``cancel_all``
+clears the queue and cancels the current request in one step under that same lock; preemption
+cancels the current request under it too, before the new request can be taken. At the end of a
+request, the worker clears "current", checks the cancel event and publishes while holding
+``_publish_gate``, which ``cancel_all`` holds from the cancellation through its stop plan: either
+the plan is published before the stop plan (and it was not cancelled), or it is cancelled.
+Lock order: ``_publish_gate``, then the queue's lock, then ``_lock``.
 """
 from __future__ import annotations
 
@@ -93,10 +103,12 @@ class PlanWorker:
         item = QueuedRequest(request, received_s)
         with self._lock:
             self.stats.submitted += 1
-        outcome = self._queue.push(item)
-        if outcome.preempt:
+
+        def preempt_running() -> None:  # under the queue's lock, before ``item`` can be taken
             self._cancel_current(f'preempted by request {request.request_id} '
                                  '(overflow_policy=preempt)')
+
+        outcome = self._queue.push(item, on_preempt=preempt_running)
         if not outcome.accepted:
             self._drop(item, 'dropped: the request queue is full (queue_size, '
                              'overflow_policy=drop_newest)' if not self._closing
@@ -111,9 +123,14 @@ class PlanWorker:
         """Cancel the running generation and everything queued; returns how many requests.
         ``first`` runs once everything is cancelled but before the cancelled plans are published
         (the stop path publishes its stop plan there, ahead of the cancellations)."""
-        with self._publish_gate:  # the worker cannot publish the running request's plan first
-            waiting = self._queue.clear()
+        running = False
+
+        def cancel_running() -> None:  # under the queue's lock: nothing is taken in between
+            nonlocal running
             running = self._cancel_current(reason)
+
+        with self._publish_gate:  # the worker cannot publish the running request's plan first
+            waiting = self._queue.clear(then=cancel_running)
             if first is not None:
                 first()
             for item in waiting:
@@ -203,22 +220,31 @@ class PlanWorker:
                     self.stats.errors += 1
                     self.stats.last_error = f'action result {result.call_id}: {exc}'
 
+    def _take(self, item: QueuedRequest, cancel: threading.Event) -> None:
+        """Record ``item`` as current; runs under the queue's lock as it leaves the queue."""
+        with self._lock:
+            self._current, self._current_cancel, self._cancel_reason = item, cancel, ''
+
     def _loop(self) -> None:
         while not self._closing:
             try:
                 self._apply_pending()
-                item = self._queue.pop(timeout=0.5)
+                cancel = threading.Event()
+                item = self._queue.pop(timeout=0.5,
+                                       on_take=lambda taken: self._take(taken, cancel))
                 if item is not None:
-                    self._apply_pending()  # results that arrived before this request
-                    self._run(item)
+                    self._run(item, cancel)
             except Exception:  # keep serving; _run already turns planner failures into plans
                 logger.exception('plan worker error')
 
-    def _run(self, item: QueuedRequest) -> None:
-        cancel = threading.Event()
-        with self._lock:
-            self._current, self._current_cancel, self._cancel_reason = item, cancel, ''
+    def _run(self, item: QueuedRequest, cancel: threading.Event) -> None:
+        """Plan ``item``, already recorded as current by ``_take``; always answers it."""
         self._on_busy(item.request.request_id)
+        try:
+            self._apply_pending()  # results that arrived before this request
+        except Exception:  # answer the request all the same
+            logger.exception('applying action results before request %s failed',
+                             item.request.request_id)
         timeout_s = self._timeout_s
         timer = None
         if timeout_s > 0:
@@ -233,7 +259,10 @@ class PlanWorker:
 
         started = time.monotonic()
         try:
-            plan = self._backend.plan(item.request, cancel, count_token)
+            if cancel.is_set():  # cancelled while results were applied: do not generate
+                plan = cancelled_plan(item, 'cancelled')
+            else:
+                plan = self._backend.plan(item.request, cancel, count_token)
         except Exception as exc:
             logger.exception('planner failed on request %s', item.request.request_id)
             plan = Plan(request_id=item.request.request_id, source_text=item.request.text,
@@ -243,31 +272,34 @@ class PlanWorker:
             if timer is not None:
                 timer.cancel()
         elapsed = time.monotonic() - started
-        with self._lock:
-            reason = self._cancel_reason
-            self._current, self._current_cancel = None, None
-        if cancel.is_set():
-            timed_out = reason.startswith('timed out')
-            plan = replace(plan, status=PlanStatus.ERROR if timed_out else PlanStatus.CANCELLED,
-                           actions=(), error=reason or plan.error or 'cancelled')
-        tokens_per_s = float(plan.stats.get('tokens_per_s', 0.0)) or (
-            tokens / elapsed if tokens and elapsed > 0 else 0.0)
-        latency_s = time.monotonic() - item.received_s
-        with self._lock:
-            self.stats.planned += 1
-            self.stats.last_latency_s = latency_s
-            self.stats.latencies_s.append(latency_s)
-            if tokens_per_s:
-                self.stats.last_tokens_per_s = tokens_per_s
-            if cancel.is_set() and plan.status is PlanStatus.CANCELLED:
-                self.stats.cancelled += 1
-            if plan.status is PlanStatus.ERROR:
-                self.stats.errors += 1
-                self.stats.timeouts += int(reason.startswith('timed out'))
-                self.stats.last_error = f'{plan.request_id}: {plan.error}'
-        stats = dict(plan.stats)
-        stats.setdefault('tokens_per_s', tokens_per_s)
-        stats.setdefault('generated_tokens', float(tokens))
+        # From "no longer current" through the publish, hold the gate: a stop either finds this
+        # request current (and cancels it) or waits until its plan is out, ahead of the stop plan.
         with self._publish_gate:
+            with self._lock:
+                reason = self._cancel_reason
+                self._current, self._current_cancel = None, None
+            if cancel.is_set():
+                timed_out = reason.startswith('timed out')
+                plan = replace(plan,
+                               status=PlanStatus.ERROR if timed_out else PlanStatus.CANCELLED,
+                               actions=(), error=reason or plan.error or 'cancelled')
+            tokens_per_s = float(plan.stats.get('tokens_per_s', 0.0)) or (
+                tokens / elapsed if tokens and elapsed > 0 else 0.0)
+            latency_s = time.monotonic() - item.received_s
+            with self._lock:
+                self.stats.planned += 1
+                self.stats.last_latency_s = latency_s
+                self.stats.latencies_s.append(latency_s)
+                if tokens_per_s:
+                    self.stats.last_tokens_per_s = tokens_per_s
+                if cancel.is_set() and plan.status is PlanStatus.CANCELLED:
+                    self.stats.cancelled += 1
+                if plan.status is PlanStatus.ERROR:
+                    self.stats.errors += 1
+                    self.stats.timeouts += int(reason.startswith('timed out'))
+                    self.stats.last_error = f'{plan.request_id}: {plan.error}'
+            stats = dict(plan.stats)
+            stats.setdefault('tokens_per_s', tokens_per_s)
+            stats.setdefault('generated_tokens', float(tokens))
             self._publish(replace(plan, stats=stats), item)
         self._on_busy('')

@@ -6,10 +6,16 @@
   newest request runs next (the right choice when only the latest instruction matters).
 The queue never blocks its producers (ROS callbacks); it returns what it dropped so that the caller
 can answer each dropped request. Thread-safe.
+
+``push``, ``pop`` and ``clear`` take an optional hook that runs while the queue's lock is held, so
+that the caller can make "taken from the queue" and "recorded as running" (or "queue cleared" and
+"running request cancelled") one step: no request is ever in neither place, where a cancellation
+could miss it. Hooks must be quick and must not call back into the queue.
 """
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 import threading
 from typing import Generic, TypeVar
@@ -49,11 +55,15 @@ class RequestQueue(Generic[T]):
                 dropped.append(self._items.popleft())
             return dropped
 
-    def push(self, item: T) -> PushOutcome[T]:
+    def push(self, item: T, on_preempt: Callable[[], None] | None = None) -> PushOutcome[T]:
+        """Queue ``item``. Under the ``preempt`` policy ``on_preempt`` runs (under the lock)
+        before ``item`` can be popped, so it cancels what ran before, never ``item``."""
         with self._cond:
             if self._closed:
                 return PushOutcome(accepted=False)
             if self._policy == 'preempt':
+                if on_preempt is not None:
+                    on_preempt()
                 dropped = list(self._items)
                 self._items.clear()
                 self._items.append(item)
@@ -69,19 +79,27 @@ class RequestQueue(Generic[T]):
             self._cond.notify()
             return PushOutcome(accepted=True, dropped=dropped)
 
-    def pop(self, timeout: float | None = None) -> T | None:
-        """The oldest item; waits up to ``timeout`` s. None when closed or timed out."""
+    def pop(self, timeout: float | None = None,
+            on_take: Callable[[T], None] | None = None) -> T | None:
+        """The oldest item; waits up to ``timeout`` s. None when closed or timed out.
+        ``on_take(item)`` runs under the lock before the item is returned."""
         with self._cond:
             if not self._items and not self._closed:
                 self._cond.wait(timeout)
             if self._closed or not self._items:
                 return None
-            return self._items.popleft()
+            item = self._items.popleft()
+            if on_take is not None:
+                on_take(item)
+            return item
 
-    def clear(self) -> list[T]:
+    def clear(self, then: Callable[[], None] | None = None) -> list[T]:
+        """Empty the queue and return what waited; ``then()`` runs under the lock afterwards."""
         with self._cond:
             items = list(self._items)
             self._items.clear()
+            if then is not None:
+                then()
             return items
 
     def wake(self) -> None:

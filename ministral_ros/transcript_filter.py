@@ -44,6 +44,10 @@ def parse_transcript(data: str) -> Transcript:
     except RecursionError:
         raise InputError('transcript JSON is nested too deeply: send '
                          '{"text": ..., "final": ..., "confidence": ...}') from None
+    except ValueError as exc:  # e.g. an integer longer than Python's int string limit
+        raise InputError(f'transcript JSON holds a value that cannot be read ({exc}): send '
+                         '{"text": ..., "final": ..., "confidence": ...} with short numbers'
+                         ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get('text'), str):
         raise InputError('transcript JSON must be an object with a string "text" field, e.g. '
                          '{"text": "go to the kitchen", "final": true, "confidence": 0.92}')
@@ -53,7 +57,12 @@ def parse_transcript(data: str) -> Transcript:
         raise InputError(f'transcript "final" must be true or false, got {final!r}')
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
         raise InputError(f'transcript "confidence" must be a number in [0, 1], got {confidence!r}')
-    return Transcript(text=payload['text'], final=final, confidence=float(confidence))
+    try:
+        value = float(confidence)
+    except OverflowError:
+        raise InputError(f'transcript "confidence" must be a number in [0, 1], got an integer of '
+                         f'{len(str(confidence))} digits') from None
+    return Transcript(text=payload['text'], final=final, confidence=value)
 
 
 class TranscriptVerdict(str, Enum):

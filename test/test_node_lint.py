@@ -25,6 +25,7 @@ FILES = [
     'test/node_test_support.py', 'test/test_interfaces_build.py',
     'test/test_interfaces_colcon.py', 'test/test_node_engine.py',
     'test/test_node_inprocess.py', 'test/test_node_lint.py', 'test/test_node_logic.py',
+    'test/test_node_worker_races.py',
 ]
 
 

@@ -106,6 +106,16 @@ def test_parse_transcript_conventions():
             parse_transcript(bad)
 
 
+def test_parse_transcript_refuses_oversized_numbers():
+    # json.loads raises a plain ValueError past Python's int string limit (4300 digits), and
+    # float() an OverflowError on a huge integer: both must become InputError (an error plan).
+    huge = '9' * 5000
+    with pytest.raises(InputError, match='cannot be read'):
+        parse_transcript('{"text": "go", "confidence": ' + huge + '}')
+    with pytest.raises(InputError, match='"confidence".*400 digits'):
+        parse_transcript('{"text": "go", "confidence": 1' + '0' * 399 + '}')
+
+
 def test_judge_transcript():
     assert judge_transcript(Transcript('go', final=False), 0, '')[0] is TranscriptVerdict.PARTIAL
     assert judge_transcript(Transcript('go', confidence=0.2), 0.5, '')[0] is \

@@ -310,6 +310,27 @@ def test_cancel_and_streaming(tok, reference, vocab, grammars):
     assert all('\ufffd' not in piece for piece in pieces)
 
 
+def test_a_cancel_just_after_the_engine_finished_records_nothing(tok, reference, vocab, grammars):
+    # The engine completes a plan with calls, then the stop (or timeout) fires before the planner
+    # records it: the worker publishes it as cancelled without actions, so later prompts must not
+    # claim those calls were made.
+    class CancelledAtTheEnd(ScriptedEngine):
+        def generate(self, prompt_ids, config=None, *, cancel=None, **kwargs):
+            result = super().generate(prompt_ids, config, cancel=cancel, **kwargs)
+            cancel.set()
+            return result
+
+    engine = CancelledAtTheEnd()
+    planner = make_planner(tok, vocab, grammars, engine)
+    engine.outputs.append(calls_output(reference, [call('stop', {}, 'eeeeeeee1')]))
+    plan = planner.plan(request('stop'), threading.Event())
+    assert plan.status == PlanStatus.CANCELLED and not plan.actions
+    assert planner.history_length == 0
+    engine.outputs.append(reply_output(reference, 'Hello.'))
+    planner.plan(request('hello'), threading.Event())
+    assert engine.prompts[-1] == Conversation(reference, vocab.tool_specs()).prompt('hello')
+
+
 def test_results_and_resets_during_a_generation_do_not_wait_or_corrupt(tok, reference, vocab, grammars):
     engine = ScriptedEngine()
     planner = make_planner(tok, vocab, grammars, engine)

@@ -416,6 +416,12 @@ class Planner:
                         parsed.text[:500])
             return replace(parsed, error=detail).to_plan(request, stats)
         with self._history_lock:
+            if cancel.is_set():
+                # Cancelled (stop, preemption, timeout) after the engine finished: the caller turns
+                # this plan into a cancelled one without actions, so the history must not claim
+                # calls the robot never received.
+                return Plan(request.request_id, str(request.text), request.source, PlanStatus.CANCELLED,
+                            error='generation was cancelled', stats=stats)
             if epoch == self._epoch:
                 self._record(text, parsed, kept)
             elif text is not None:
