@@ -29,7 +29,6 @@ from ministral_ros_interfaces.msg import ActionPlan, ActionResult
 from node_test_support import build_tiny_model, Collector, wait_until
 import pytest
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -46,19 +45,6 @@ ENGINE_PARAMS = {'allow_reply': False, 'max_new_tokens': 96, 'execution_provider
 @pytest.fixture(scope='module')
 def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp('tiny_model'))
-
-
-@pytest.fixture(scope='module')
-def ros():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    yield context, executor
-    executor.shutdown(timeout_sec=2)
-    rclpy.shutdown(context=context)
-    thread.join(5)
 
 
 class Probe:

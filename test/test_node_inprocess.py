@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -20,7 +19,6 @@ from node_test_support import Collector, ScriptedBackend, wait_until
 import pytest
 from rcl_interfaces.srv import DescribeParameters
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
@@ -80,19 +78,6 @@ class Rig:
         self.node.release('test over')
         self.node.destroy_node()
         self.probe.destroy_node()
-
-
-@pytest.fixture(scope='module')
-def ros():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    yield context, executor
-    executor.shutdown(timeout_sec=2)
-    rclpy.shutdown(context=context)
-    thread.join(5)
 
 
 def with_params(**params):

@@ -12,31 +12,13 @@ import pytest
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
-from ministral_ros.chat.tekken import bundled_tekken_path
-from ministral_ros.chat.tokenizer import MinistralTokenizer
 from ministral_ros.engine.generation import FinishReason, GenerationConfig, GenerationResult
 from ministral_ros.planning.backend import PlanRequest
 from ministral_ros.planning.constraint import ConstraintOptions, ToolCallGrammar, build_lltokenizer
 from ministral_ros.planning.plan import ActionOutcome, ActionResult, PlanStatus, RequestSource
 from ministral_ros.planning.planner import HistoryPolicy, Planner, PlannerConfig
-from ministral_ros.planning.vocabulary import load_vocabulary
 
 SYSTEM = 'You control a home robot.'
-
-
-@pytest.fixture(scope='module')
-def tok() -> MinistralTokenizer:
-    return MinistralTokenizer.from_tekken(bundled_tekken_path())
-
-
-@pytest.fixture(scope='module')
-def reference() -> MistralTokenizer:
-    return MistralTokenizer.from_file(str(bundled_tekken_path()))
-
-
-@pytest.fixture(scope='module')
-def vocab():
-    return load_vocabulary()
 
 
 @pytest.fixture(scope='module')

@@ -10,31 +10,14 @@ import pytest
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
-from ministral_ros.chat.tekken import bundled_tekken_path
-from ministral_ros.chat.tokenizer import MinistralTokenizer
 from ministral_ros.planning.backend import PlanRequest
 from ministral_ros.planning.constraint import (ConstraintError, ConstraintOptions, ToolCallGrammar,
                                                build_lltokenizer, mask_logits)
 from ministral_ros.planning.parse import OutputKind, parse_calls_json, parse_output
 from ministral_ros.planning.plan import PlanStatus, RequestSource
-from ministral_ros.planning.vocabulary import load_vocabulary, parse_vocabulary
+from ministral_ros.planning.vocabulary import parse_vocabulary
 
 ID = 'a1B2c3D4e'
-
-
-@pytest.fixture(scope='module')
-def tok() -> MinistralTokenizer:
-    return MinistralTokenizer.from_tekken(bundled_tekken_path())
-
-
-@pytest.fixture(scope='module')
-def reference() -> MistralTokenizer:
-    return MistralTokenizer.from_file(str(bundled_tekken_path()))
-
-
-@pytest.fixture(scope='module')
-def vocab():
-    return load_vocabulary()
 
 
 @pytest.fixture(scope='module')
