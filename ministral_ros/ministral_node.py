@@ -163,11 +163,12 @@ class MinistralNode(LifecycleNode):
                                  callback_group=self._input_group)
         self.create_service(PlanCommand, '~/plan_command', self._on_plan_command,
                             callback_group=self._service_group)
-        self.create_timer(self._settings.diagnostics_period_s, self._publish_diagnostics,
+        self.create_timer(self._settings.diagnostics_period_s,
+                          self._never_raise(self._publish_diagnostics),
                           callback_group=self._timer_group)
         self._autostart_timer = None
         if self._settings.autostart:
-            self._autostart_timer = self.create_timer(0.01, self._autostart,
+            self._autostart_timer = self.create_timer(0.01, self._never_raise(self._autostart),
                                                       callback_group=self._lifecycle_group)
         self._publish_status()
 
@@ -305,6 +306,19 @@ class MinistralNode(LifecycleNode):
                 with self._lock:
                     self._last_input_error = f'{type(exc).__name__}: {exc}'
                 self.get_logger().error(f'{callback.__name__} failed: {type(exc).__name__}: {exc}')
+        return run
+
+    def _never_raise(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Wrap a timer callback the same way. A timer already dispatched when the node is being
+        destroyed raises InvalidHandle; raised into a shared executor it would stop every node it
+        spins, so it is logged through Python logging (the node's logger may be gone too)."""
+        def run() -> None:
+            try:
+                callback()
+            except Exception as exc:
+                self._count('callback_errors')
+                logging.getLogger('ministral_node').warning(
+                    f'{callback.__name__} failed: {type(exc).__name__}: {exc}')
         return run
 
     def _on_command(self, msg: String) -> None:

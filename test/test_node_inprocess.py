@@ -403,3 +403,21 @@ def test_invalid_parameter_value_fails_configure_with_reason(rig):
     result = rig.node.set_parameters([Parameter('overflow_policy', value='preempt')])[0]
     assert result.successful
     assert _transition(rig, Transition.TRANSITION_CONFIGURE)  # fixed: reconfigurable
+
+
+def test_a_timer_firing_while_the_node_is_destroyed_never_stops_the_executor(ros):
+    """A diagnostics tick already dispatched when the node is destroyed must not raise into the
+    shared executor (that stopped every node it spins). Calls the timer's callback after
+    destroy_node, as the in-flight tick would, then checks the executor still serves a node."""
+    rig = Rig(*ros)
+    callbacks = [timer.callback for timer in rig.node.timers]
+    node = rig.node
+    rig.close()
+    for callback in callbacks:
+        callback()
+    assert node._counters.get('callback_errors', 0) >= 1
+    again = Rig(*ros)
+    try:
+        again.wait_active()
+    finally:
+        again.close()
