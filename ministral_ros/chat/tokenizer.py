@@ -247,14 +247,20 @@ def load_json_object(path: Path, what: str) -> dict:
         raw = Path(path).read_bytes()
     except OSError as error:
         raise ValueError(f'cannot read {what} {path}: {error.strerror or error}') from error
+    return decode_json_object(raw, f'{what} {path}')
+
+
+def decode_json_object(raw: bytes, where: str) -> dict:
+    """Decode UTF-8 JSON bytes that must hold an object; ``ValueError`` messages start with
+    ``where`` (a file, stdin) and say what is wrong."""
     try:
         value = json.loads(raw.decode('utf-8'))
     except UnicodeDecodeError as error:
-        raise ValueError(f'{what} {path} is not UTF-8 text (bad byte at offset {error.start})') from error
+        raise ValueError(f'{where} is not UTF-8 text (bad byte at offset {error.start})') from error
     except json.JSONDecodeError as error:
-        raise ValueError(f'{what} {path} is not valid JSON: {error}') from error
+        raise ValueError(f'{where} is not valid JSON: {error}') from error
     except RecursionError as error:
-        raise ValueError(f'{what} {path} nests JSON too deeply to read') from error
+        raise ValueError(f'{where} nests JSON too deeply to read') from error
     if not isinstance(value, dict):
-        raise ValueError(f'{what} {path} must hold a JSON object, got {type(value).__name__}')
+        raise ValueError(f'{where} must hold a JSON object, got {type(value).__name__}')
     return value

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from ministral_ros.chat.prompt import ChatFormatError, from_openai_request, render_prompt
-from ministral_ros.chat.tokenizer import MinistralTokenizer, TokenizerLoadError, load_json_object
+from ministral_ros.chat.tokenizer import (MinistralTokenizer, TokenizerLoadError, decode_json_object,
+                                          load_json_object)
 from ministral_ros.cli import CommandError
 
 HELP = 'print the token ids the model sees for an OpenAI-style chat request (V3 tekken prompt format)'
@@ -35,16 +36,9 @@ def _read_request(source: str) -> dict:
         if len(raw) > MAX_REQUEST_BYTES:
             raise CommandError(f'the request on stdin is larger than {MAX_REQUEST_BYTES // 2**20} MiB')
         try:
-            value = json.loads(raw.decode('utf-8'))
-        except UnicodeDecodeError as error:
-            raise CommandError(f'the request on stdin is not UTF-8 (bad byte at offset {error.start})') from error
-        except json.JSONDecodeError as error:
-            raise CommandError(f'the request on stdin is not valid JSON: {error}') from error
-        except RecursionError as error:
-            raise CommandError('the request on stdin nests JSON too deeply') from error
-        if not isinstance(value, dict):
-            raise CommandError('the request must be a JSON object with "messages"')
-        return value
+            return decode_json_object(raw, 'the request on stdin')
+        except ValueError as error:
+            raise CommandError(str(error)) from error
     path = Path(source)
     if path.is_file() and path.stat().st_size > MAX_REQUEST_BYTES:
         raise CommandError(f'request file {path} is larger than {MAX_REQUEST_BYTES // 2**20} MiB')

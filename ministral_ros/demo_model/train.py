@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ministral_ros.engine.random_checkpoint import CheckpointShape
+
 logger = logging.getLogger(__name__)
 
 
@@ -84,11 +86,20 @@ class ModelShape:
         if set(self.layer_pattern) - {'full', 'sliding'} or not self.layer_pattern:
             raise ValueError(f"layer_pattern must list 'full'/'sliding', got {self.layer_pattern}")
 
+    def checkpoint_shape(self, vocab_size: int) -> CheckpointShape:
+        """The same architecture as the engine's random-checkpoint shape (one definition of the
+        transformers config), with transformers' own initialisation and norm epsilon, which the
+        shipped model was trained with."""
+        return CheckpointShape(
+            layers=self.layers, hidden=self.hidden, heads=self.heads, kv_heads=self.kv_heads,
+            head_dim=self.head_dim, ffn=self.ffn, vocab=vocab_size, window=self.window,
+            layer_pattern=self.layer_pattern, max_position_embeddings=self.max_position_embeddings,
+            rope_theta=self.rope_theta, rms_norm_eps=1e-6, initializer_range=0.02,
+            extra={'pad_token_id': 11, 'attn_implementation': 'sdpa'})
+
     @property
     def layer_types(self) -> list[str]:
-        pattern = self.layer_pattern
-        return ['full_attention' if pattern[i % len(pattern)] == 'full' else 'sliding_attention'
-                for i in range(self.layers)]
+        return self.checkpoint_shape(vocab_size=1).layer_types
 
 
 @dataclass(frozen=True)
@@ -234,15 +245,9 @@ def prefix_batch_loss(model, batch: PrefixBatch):
 
 def build_model(shape: ModelShape, vocab_size: int, seed: int):
     import torch
-    from transformers import MinistralConfig, MinistralForCausalLM
+    from transformers import MinistralForCausalLM
 
-    config = MinistralConfig(
-        vocab_size=vocab_size, hidden_size=shape.hidden, intermediate_size=shape.ffn,
-        num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
-        num_key_value_heads=shape.kv_heads, head_dim=shape.head_dim,
-        max_position_embeddings=shape.max_position_embeddings, rope_theta=shape.rope_theta,
-        sliding_window=shape.window, layer_types=shape.layer_types, tie_word_embeddings=False,
-        bos_token_id=1, eos_token_id=2, pad_token_id=11, attn_implementation='sdpa')
+    config = shape.checkpoint_shape(vocab_size).hf_config()
     torch.manual_seed(seed)
     return MinistralForCausalLM(config)
 
