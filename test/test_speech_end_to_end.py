@@ -113,8 +113,10 @@ def test_spoken_commands_become_plans(spoken_commands, tmp_path):
     try:
         _wait(lambda: any(s.get('state') == 'active' for s in status), 120, 'the main node to become active',
               [main_log])
+        # Real-time replay, as a microphone delivers speech: replayed faster, "stop" can arrive
+        # while "go to the kitchen" is still being planned, and the stop path (rightly) cancels it.
         speech = _start([_script('ministral_speech_node'), '--ros-args', '-p', f'input:=file:{recording}',
-                         '-p', 'file_realtime:=false', '-p', 'file_wait_for_subscriber_s:=30.0',
+                         '-p', 'file_realtime:=true', '-p', 'file_wait_for_subscriber_s:=30.0',
                          '-p', 'file_min_subscribers:=2'], speech_log)   # the main node and this test
         _wait(lambda: len(plans) >= 2, 60, 'two plans', [main_log, speech_log])
     finally:
