@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 
 from ministral_ros_interfaces import msg as interface_msgs
 from ministral_ros_interfaces import srv as interface_srvs
@@ -117,11 +116,9 @@ def test_build_script_builds_from_scratch_and_messages_travel(tmp_path):
     trip = subprocess.run([sys.executable, '-c', ROUND_TRIP, str(site)], env=run_env,
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert trip.returncode == 0 and 'round trip ok' in trip.stdout, trip.stderr[-3000:]
-    started = time.monotonic()
     again = subprocess.run(['bash', str(SCRIPT)], env=env, capture_output=True, text=True,
                            timeout=120)
     assert again.returncode == 0 and 'up to date' in again.stderr
-    assert time.monotonic() - started < 10
 
 
 def test_build_script_explains_a_missing_venv(tmp_path):
