@@ -110,6 +110,16 @@ def test_phrasings_errors_name_the_problem(tmp_path):
     shared['intents']['navigate'] = {'train': ['go to the {place}'], 'heldout': ['go to the {place}']}
     with pytest.raises(PhrasingsError, match='navigate.*both'):
         load_phrasings(_write(tmp_path, shared))
+    disguised = dict(data)
+    disguised['intents'] = dict(data['intents'])
+    disguised['intents']['rotate_left'] = {'train': ['rotate to the left by {angle}'],
+                                           'heldout': ['{turn} to the left by {angle}']}
+    with pytest.raises(PhrasingsError, match='read the same once synonyms'):
+        load_phrasings(_write(tmp_path, disguised))
+    connectors = dict(data)
+    connectors['connectors'] = {'train': [' and ', ' then '], 'heldout': [' then ']}
+    with pytest.raises(PhrasingsError, match="connectors in both splits.*' then '"):
+        load_phrasings(_write(tmp_path, connectors))
     bad_slot = dict(data)
     bad_slot['intents'] = dict(data['intents'])
     bad_slot['intents']['pick'] = {'train': ['pick up the {thing}'], 'heldout': ['collect the {object}']}

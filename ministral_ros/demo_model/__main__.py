@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument('--max-minutes', type=float, default=TrainConfig.max_minutes)
     b.add_argument('--window', type=int, default=ModelShape.window, help='sliding-window size')
     b.add_argument('--warmup', type=int, default=TrainConfig.warmup_steps)
+    b.add_argument('--threads', type=int, default=TrainConfig.threads,
+                   help='torch CPU threads for training (results differ slightly with the count)')
     b.add_argument('--init-from', type=Path, default=None,
                    help='continue training from this checkpoint (work/hf of an earlier build) instead of random weights')
     b.add_argument('--score-call-ids', action='store_true',
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     train = replace(TrainConfig(), steps=args.steps, batch_examples=args.batch, learning_rate=args.lr,
                     max_minutes=args.max_minutes, seed=args.seed, warmup_steps=args.warmup,
+                    threads=args.threads,
                     shape=replace(ModelShape(), window=args.window))
     config = BuildConfig(seed=args.seed, single_examples=args.single_examples, history_groups=args.history_groups,
                          precision=args.precision, heldout_examples=args.heldout,

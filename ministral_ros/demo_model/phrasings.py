@@ -87,6 +87,29 @@ class Phrasings:
         shared = all_templates['train'] & all_templates['heldout']
         if shared:
             raise PhrasingsError(f'templates used in both splits (across groups): {sorted(shared)}')
+        # Also after synonym expansion: "rotate to the left by {angle}" in train would be the
+        # held-out "{turn} to the left by {angle}" in disguise.
+        expanded = {split: {sentence: template for template in all_templates[split]
+                            for sentence in self.expand_synonyms(template)} for split in SPLITS}
+        disguised = sorted(f'{expanded["train"][x]!r} / {expanded["heldout"][x]!r}'
+                           for x in set(expanded['train']) & set(expanded['heldout']))
+        if disguised:
+            raise PhrasingsError('train and held-out templates that read the same once synonyms are '
+                                 f'filled in: {disguised}')
+        same_connectors = set(self.connectors['train']) & set(self.connectors['heldout'])
+        if same_connectors:
+            raise PhrasingsError(f'connectors in both splits: {sorted(same_connectors)}')
+
+    def expand_synonyms(self, template: str) -> set[str]:
+        """Every sentence pattern ``template`` stands for, with each synonym slot filled in every
+        way (value slots such as {place} stay slots)."""
+        match = next((m for m in _SLOT.finditer(template) if m.group(1) in self.synonyms), None)
+        if match is None:
+            return {template}
+        out: set[str] = set()
+        for word in self.synonyms[match.group(1)]:
+            out |= self.expand_synonyms(template[:match.start()] + word + template[match.end():])
+        return out
 
     def all_templates(self, split: str) -> set[str]:
         out: set[str] = set()
