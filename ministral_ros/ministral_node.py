@@ -56,6 +56,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 try:
     from ministral_ros_interfaces import msg as interface_msgs
@@ -163,6 +164,8 @@ class MinistralNode(LifecycleNode):
                                  callback_group=self._input_group)
         self.create_service(PlanCommand, '~/plan_command', self._on_plan_command,
                             callback_group=self._service_group)
+        self.create_service(Trigger, '~/reset_history', self._on_reset_history,
+                            callback_group=self._service_group)
         self.create_timer(self._settings.diagnostics_period_s,
                           self._never_raise(self._publish_diagnostics),
                           callback_group=self._timer_group)
@@ -187,6 +190,10 @@ class MinistralNode(LifecycleNode):
                 if PARAMS_BY_NAME[name].read_only:
                     raise ValueError(f'parameter {name} is read-only (the loaded model depends on '
                                      'it): set it at launch and restart the node')
+            if 'stop_action' in changes and self._backend is not None:
+                problem = self._stop_action_problem(self._backend, new)
+                if problem:
+                    raise ValueError(problem)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self._apply_settings(new)
@@ -236,14 +243,22 @@ class MinistralNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _check_stop_action(self, backend: PlanBackend, settings: NodeSettings) -> None:
+        problem = self._stop_action_problem(backend, settings)
+        if problem:
+            self.get_logger().warning(problem)
+
+    @staticmethod
+    def _stop_action_problem(backend: PlanBackend, settings: NodeSettings) -> str:
+        """Why ``settings.stop_action`` does not fit the backend's vocabulary ('' when it does,
+        or when the backend has no vocabulary to check against)."""
         names = getattr(getattr(backend, 'vocabulary', None), 'names', None)
         if callable(names):
             names = names()
         if settings.stop_action and names is not None and settings.stop_action not in names:
-            self.get_logger().warning(
-                f'stop_action "{settings.stop_action}" is not in the action vocabulary '
-                f'({", ".join(names)}): set the parameter stop_action to the robot\'s stop action '
-                '(or "" for stop plans without actions)')
+            return (f'stop_action "{settings.stop_action}" is not in the action vocabulary '
+                    f'({", ".join(names)}): set the parameter stop_action to the robot\'s stop '
+                    'action (or "" for stop plans without actions)')
+        return ''
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._activity_lock:
@@ -433,6 +448,20 @@ class MinistralNode(LifecycleNode):
                                       throttle_duration_sec=5.0)
             return
         worker.add_result(result)
+
+    def _on_reset_history(self, request: Any, response: Any) -> Any:
+        worker = self._worker
+        if worker is None:
+            response.success = False
+            response.message = ('not configured: there is no conversation history yet '
+                                '(configure the node first)')
+            return response
+        worker.reset_history()
+        response.success = True
+        response.message = ('conversation history cleared: the next request starts a new '
+                            'conversation (a request already being planned keeps its context)')
+        self.get_logger().info('conversation history reset by service call')
+        return response
 
     async def _on_plan_command(self, request: Any, response: Any) -> Any:
         future: Future = Future()

@@ -209,8 +209,8 @@ class PlanWorker:
             results = list(self._results)
             self._results.clear()
             reset, self._reset_requested = self._reset_requested, False
-        if reset:
-            self._backend.reset_history()
+        # Results that arrived before the reset belong to the conversation being forgotten:
+        # record them first, so the reset wipes them too.
         for result in results:
             try:
                 self._backend.report_result(result)
@@ -219,6 +219,8 @@ class PlanWorker:
                 with self._lock:
                     self.stats.errors += 1
                     self.stats.last_error = f'action result {result.call_id}: {exc}'
+        if reset:
+            self._backend.reset_history()
 
     def _take(self, item: QueuedRequest, cancel: threading.Event) -> None:
         """Record ``item`` as current; runs under the queue's lock as it leaves the queue."""

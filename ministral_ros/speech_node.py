@@ -132,7 +132,7 @@ class SpeechNode(Node):
             'input': self.config.input.describe(),
             'connected': str(self.service.connected).lower(),
             'level_dbfs': f'{stats.level_dbfs:.1f}',
-            'peak_level_dbfs': f'{stats.peak_level_dbfs:.1f}',
+            'peak_level_dbfs': f'{stats.take_peak():.1f}',
             'speech_probability': f'{stats.speech_probability:.2f}',
             'overruns': str(overruns),
             'utterances': str(stats.utterances),
@@ -145,7 +145,6 @@ class SpeechNode(Node):
             'device_failures': str(self.service.failures),
             'last_error': self.service.last_error,
         }
-        stats.peak_level_dbfs = -120.0
         status = DiagnosticStatus(name=f'{self.get_name()}: audio input',
                                   hardware_id=self.config.input.describe())
         if self.service.connected:

@@ -21,6 +21,7 @@ import rclpy
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 _ns = itertools.count()
 RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
@@ -377,6 +378,38 @@ def test_plan_command_service(rig):
 class _BrokenDetector:
     def is_stop(self, text, wake_word=''):
         raise RuntimeError('detector bug')
+
+
+@with_params(autostart=False)
+def test_reset_history_service(rig):
+    def reset():
+        return _lifecycle_call(rig, Trigger, 'reset_history', Trigger.Request())
+
+    refused = reset()
+    assert not refused.success and 'configure' in refused.message
+    assert _transition(rig, Transition.TRANSITION_CONFIGURE)
+    done = reset()
+    assert done.success and 'cleared' in done.message
+    wait_until(lambda: rig.backend.resets == 1, 5, 'the worker to reset the backend history')
+
+
+class _VocabularyBackend(ScriptedBackend):
+    class vocabulary:  # noqa: N801 - mimics Planner.vocabulary.names()
+        @staticmethod
+        def names():
+            return ('move', 'halt')
+
+
+def test_runtime_stop_action_must_be_in_the_vocabulary(ros):
+    rig = Rig(*ros, backend=_VocabularyBackend(), params={'stop_action': 'halt'})
+    try:
+        rig.wait_active()
+        result = rig.node.set_parameters([Parameter('stop_action', value='brake')])[0]
+        assert not result.successful and 'brake' in result.reason and 'halt' in result.reason
+        assert rig.node.set_parameters([Parameter('stop_action', value='')])[0].successful
+        assert rig.node.set_parameters([Parameter('stop_action', value='move')])[0].successful
+    finally:
+        rig.close()
 
 
 def test_unexpected_callback_error_is_contained(rig):

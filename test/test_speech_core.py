@@ -271,3 +271,14 @@ def test_trim_silence_keeps_only_the_loud_part():
     trimmed = trim_silence(padded)
     assert abs(trimmed.duration - 0.5) <= 0.02
     assert trim_silence(Audio(np.zeros(rate, dtype=np.float32), rate)).duration == 0
+
+
+def test_peak_level_is_taken_per_diagnostics_period():
+    from ministral_ros.speech.pipeline import PipelineStats
+    stats = PipelineStats()
+    for level in (-50.0, -12.5, -30.0):
+        stats.raise_peak(level)
+    assert stats.take_peak() == -12.5
+    assert stats.take_peak() == -120.0  # a new period starts empty
+    stats.raise_peak(-40.0)
+    assert stats.take_peak() == -40.0

@@ -8,7 +8,7 @@ what the ROS node runs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import logging
 import threading
 import time
@@ -52,6 +52,20 @@ class PipelineStats:
     vad_s: float = 0.0
     recognizer_s: float = 0.0
     last_decode_s: float = 0.0
+
+    _peak_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def raise_peak(self, level: float) -> None:
+        """Record a block level (audio thread)."""
+        with self._peak_lock:
+            self.peak_level_dbfs = max(self.peak_level_dbfs, level)
+
+    def take_peak(self) -> float:
+        """The peak level since the last call, and start a new period (diagnostics thread): a
+        block measured between reading and resetting is never lost."""
+        with self._peak_lock:
+            peak, self.peak_level_dbfs = self.peak_level_dbfs, -120.0
+        return peak
 
     @property
     def realtime_factor(self) -> float:
@@ -106,7 +120,7 @@ class SpeechPipeline:
         self.stats.audio_s += len(block) / self._source_rate
         level = level_dbfs(block)
         self.stats.level_dbfs = level
-        self.stats.peak_level_dbfs = max(self.stats.peak_level_dbfs, level)
+        self.stats.raise_peak(level)
         began = time.perf_counter()
         samples = self._resampler.process(block)
         self.stats.resample_s += time.perf_counter() - began
