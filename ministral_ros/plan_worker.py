@@ -9,11 +9,12 @@ Contract with the node (which owns the ROS side):
   timeout or planner failure. ``on_plan`` is called from the worker thread or from the caller of
   ``submit``/``cancel_all``, so it must be thread-safe (rclpy publishers are).
 - A request whose generation was cancelled never yields actions, even when the backend finished a
-  plan in the same instant: once the robot was told to stop, no late plan may move it.
+  plan in the same instant: once the robot was told to stop, no late plan may move it. The backend
+  is then told to ``retract`` the turn it recorded, so the conversation never claims those calls.
 - ``cancel_all(reason, first=...)`` runs ``first`` (the stop path publishes its stop plan there)
   before any cancelled plan, including the running request's, is published.
 - Action results and history resets are applied on the worker thread, before the next request.
-- The backend is used from the worker thread only (plan, report_result, reset_history), so it
+- The backend is used from the worker thread only (plan, report_result, reset_history, retract), so it
   needs no locking of its own.
 
 How a cancellation can never miss a request: a request is always either in the queue or recorded
@@ -239,6 +240,13 @@ class PlanWorker:
             except Exception:  # keep serving; _run already turns planner failures into plans
                 logger.exception('plan worker error')
 
+    def _retract(self, request_id: str) -> None:
+        """The backend recorded a turn that is now cancelled: take it out of the history."""
+        try:
+            self._backend.retract(request_id)
+        except Exception:  # the plan is answered all the same
+            logger.exception('retracting the cancelled turn of request %s failed', request_id)
+
     def _run(self, item: QueuedRequest, cancel: threading.Event) -> None:
         """Plan ``item``, already recorded as current by ``_take``; always answers it."""
         self._on_busy(item.request.request_id)
@@ -282,6 +290,8 @@ class PlanWorker:
                 self._current, self._current_cancel = None, None
             if cancel.is_set():
                 timed_out = reason.startswith('timed out')
+                if plan.status not in (PlanStatus.CANCELLED, PlanStatus.ERROR):
+                    self._retract(item.request.request_id)
                 plan = replace(plan,
                                status=PlanStatus.ERROR if timed_out else PlanStatus.CANCELLED,
                                actions=(), error=reason or plan.error or 'cancelled')

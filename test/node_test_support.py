@@ -31,6 +31,7 @@ class ScriptedBackend:
         self.requests: list[PlanRequest] = []
         self.results: list[ActionResult] = []
         self.resets = 0
+        self.retracted: list[str] = []
         self.closed = False
         self.started = threading.Event()
         self.release = threading.Event()  # lets a "slow" request finish normally
@@ -63,6 +64,10 @@ class ScriptedBackend:
 
     def reset_history(self) -> None:
         self.resets += 1
+
+    def retract(self, request_id: str) -> bool:
+        self.retracted.append(request_id)
+        return True
 
     def close(self) -> None:
         self.closed = True

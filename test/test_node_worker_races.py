@@ -173,3 +173,34 @@ def test_stop_while_a_finished_plan_is_about_to_be_published_cancels_it():
         assert plan.status is PlanStatus.CANCELLED and not plan.actions
     finally:
         assert worker.close('test over')
+
+
+class CancelInTheGapBackend(ScriptedBackend):
+    """Finishes an ordinary plan (recording it, as the planner does), but a stop lands after the
+    record and before the worker looks at the cancel flag."""
+
+    def __init__(self, worker_ref: list[PlanWorker]) -> None:
+        super().__init__()
+        self._worker_ref = worker_ref
+
+    def plan(self, request, cancel, on_token=None):
+        plan = super().plan(request, cancel, on_token)
+        _run_in_thread(lambda: self._worker_ref[0].cancel_all('stopped'))
+        return plan
+
+
+def test_a_stop_after_planning_finished_retracts_the_recorded_turn():
+    worker_ref: list[PlanWorker] = []
+    backend = CancelInTheGapBackend(worker_ref)
+    plans: list[Plan] = []
+    worker = PlanWorker(backend, lambda plan, item: plans.append(plan), queue_size=4,
+                        overflow_policy='drop_oldest', timeout_s=0)
+    worker_ref.append(worker)
+    worker.start()
+    try:
+        worker.submit(_request('move 3', 'r1'), time.monotonic())
+        wait_until(lambda: plans, 5, 'the plan')
+        assert plans[0].status is PlanStatus.CANCELLED and not plans[0].actions
+        assert backend.retracted == ['r1']
+    finally:
+        worker.close('test over')

@@ -313,6 +313,26 @@ def test_a_cancel_just_after_the_engine_finished_records_nothing(tok, reference,
     assert engine.prompts[-1] == Conversation(reference, vocab.tool_specs()).prompt('hello')
 
 
+def test_retract_forgets_the_newest_turn_of_that_request_only(tok, reference, vocab, grammars):
+    # A cancel after the planner recorded its turn (the worker's gap): the worker retracts it.
+    engine = ScriptedEngine()
+    planner = make_planner(tok, vocab, grammars, engine)
+    cancel = threading.Event()
+    engine.outputs.append(reply_output(reference, 'One.'))
+    planner.plan(request('one', 'a'), cancel)
+    engine.outputs.append(calls_output(reference, [call('stop', {}, 'eeeeeeee1')]))
+    planner.plan(request('two', 'b'), cancel)
+    assert not planner.retract('a')  # not the newest turn: kept
+    assert not planner.retract('')
+    assert planner.retract('b') and planner.history_length == 1
+    assert not planner.retract('b')
+    engine.outputs.append(reply_output(reference, 'Three.'))
+    planner.plan(request('three'), cancel)
+    expected = Conversation(reference, vocab.tool_specs())
+    expected.add('one', reply='One.')
+    assert engine.prompts[-1] == expected.prompt('three')
+
+
 def test_results_and_resets_during_a_generation_do_not_wait_or_corrupt(tok, reference, vocab, grammars):
     engine = ScriptedEngine()
     planner = make_planner(tok, vocab, grammars, engine)

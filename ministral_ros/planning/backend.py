@@ -39,3 +39,8 @@ class PlanBackend(Protocol):
 
     def reset_history(self) -> None:
         """Forget the conversation (keeps the warmed prompt prefix)."""
+
+    def retract(self, request_id: str) -> bool:
+        """Forget the turn just recorded for ``request_id``: its plan was cancelled after the
+        backend returned it (a stop or timeout in the gap), so the robot never got its calls.
+        Returns True when something was forgotten."""

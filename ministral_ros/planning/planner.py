@@ -125,6 +125,7 @@ class Exchange:
     reply: str = ''
     results: dict[str, ActionResult] = field(default_factory=dict)
     clarification: bool = False
+    request_id: str = ''  # the request whose plan this turn is (for retract)
 
 
 def result_content(result: ActionResult | None, clarification: bool = False) -> str:
@@ -231,6 +232,15 @@ class Planner:
         with self._history_lock:
             self._history.clear()
             self._epoch += 1
+
+    def retract(self, request_id: str) -> bool:
+        """Drop the turn recorded for ``request_id`` if it is the newest one (its plan was cancelled
+        after planning finished, so the robot never got those calls); True when one was dropped."""
+        with self._history_lock:
+            if self._history and self._history[-1].request_id == request_id and request_id:
+                self._history.pop()
+                return True
+        return False
 
     # -- introspection (tests, CLI) ----------------------------------------------------------------
 
@@ -423,16 +433,16 @@ class Planner:
                 return Plan(request.request_id, str(request.text), request.source, PlanStatus.CANCELLED,
                             error='generation was cancelled', stats=stats)
             if epoch == self._epoch:
-                self._record(text, parsed, kept)
+                self._record(text, parsed, kept, request.request_id)
             elif text is not None:
                 # A reset during generation drops what came before, not this exchange; a
                 # continuation of a forgotten conversation is not recorded.
-                self._record(text, parsed, [])
+                self._record(text, parsed, [], request.request_id)
         return parsed.to_plan(request, stats)
 
-    def _record(self, text: str | None, parsed: ParsedOutput, kept: list[Exchange]) -> None:
+    def _record(self, text: str | None, parsed: ParsedOutput, kept: list[Exchange], request_id: str) -> None:
         exchange = Exchange(text, calls=parsed.calls, reply=parsed.reply if parsed.kind == OutputKind.REPLY else '',
-                            clarification=parsed.kind == OutputKind.CLARIFY)
+                            clarification=parsed.kind == OutputKind.CLARIFY, request_id=request_id)
         self._history = [*kept, exchange]
         # Keep at least the newest unit, so that its results can still be reported (and continued)
         # with max_exchanges=0; it is then simply never rendered before a new request.
