@@ -14,8 +14,8 @@ Contract with the node (which owns the ROS side):
 - ``cancel_all(reason, first=...)`` runs ``first`` (the stop path publishes its stop plan there)
   before any cancelled plan, including the running request's, is published.
 - Action results and history resets are applied on the worker thread, before the next request.
-- The backend is used from the worker thread only (plan, report_result, reset_history, retract), so it
-  needs no locking of its own.
+- The backend is used from the worker thread only (plan, report_result, reset_history,
+  retract), so it needs no locking of its own.
 
 How a cancellation can never miss a request: a request is always either in the queue or recorded
 as current, never in between. The worker takes an item and records it as current (with its cancel
