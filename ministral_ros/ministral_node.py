@@ -104,6 +104,9 @@ class MinistralNode(LifecycleNode):
     """The node (see the module docstring). ``backend_factory`` builds the planner on configure;
     tests pass a test double, the console script the real ``create_backend``."""
 
+    #: How long a release (cleanup, shutdown, error) waits for a cancelled generation to return.
+    close_timeout_s = 5.0
+
     def __init__(self, node_name: str = NODE_NAME, *,
                  backend_factory: BackendFactory = create_backend, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
@@ -118,6 +121,10 @@ class MinistralNode(LifecycleNode):
         self._activity_lock = threading.Lock()  # input hand-over vs (de)activation, release
         self._backend: PlanBackend | None = None
         self._worker: PlanWorker | None = None
+        # A worker whose backend did not return within the close timeout, and that backend: kept
+        # (not closed under a running generation) until the thread ends; configure refuses to load
+        # a second model beside it.
+        self._lingering: tuple[PlanWorker, PlanBackend | None] | None = None
         self._active = False
         self._state_label = 'unconfigured'
         self._configure_error = ''
@@ -221,6 +228,7 @@ class MinistralNode(LifecycleNode):
         try:
             if self._settings_error:
                 raise BackendError(f'invalid parameters: {self._settings_error}')
+            self._close_lingering()
             backend = self._backend_factory(settings)
         except Exception as exc:  # the node must stay up and reconfigurable
             reason = str(exc) if isinstance(exc, BackendError) else f'{type(exc).__name__}: {exc}'
@@ -295,9 +303,28 @@ class MinistralNode(LifecycleNode):
         with self._activity_lock:
             self._active = False
             worker, self._worker = self._worker, None
-        if worker is not None and not worker.close(reason):
-            self.get_logger().warning('the planner did not return within 5 s of cancellation')
         backend, self._backend = self._backend, None
+        if worker is not None and not worker.close(reason, self.close_timeout_s):
+            self.get_logger().warning(
+                f'the planner did not return within {self.close_timeout_s:g} s of cancellation: '
+                'the model stays loaded until it does, and configure waits for it')
+            self._lingering = (worker, backend)
+            return
+        self._close_backend(backend)
+
+    def _close_lingering(self) -> None:
+        """Close the model left by a release whose generation had not returned; raise
+        BackendError (configure fails with it) while that generation still runs."""
+        if self._lingering is None:
+            return
+        worker, backend = self._lingering
+        if worker.is_running():
+            raise BackendError('the previous model is still finishing a generation that ignored '
+                               'cancellation; configure again once it returns (see the log)')
+        self._lingering = None
+        self._close_backend(backend)
+
+    def _close_backend(self, backend: PlanBackend | None) -> None:
         close = getattr(backend, 'close', None)
         if callable(close):
             try:

@@ -100,6 +100,11 @@ class PlanWorker:
     def start(self) -> None:
         self._thread.start()
 
+    def is_running(self) -> bool:
+        """True while the worker thread lives (after ``close`` timed out: the backend is still
+        inside a generation that ignored the cancellation)."""
+        return self._thread.is_alive()
+
     def submit(self, request: PlanRequest, received_s: float) -> None:
         item = QueuedRequest(request, received_s)
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
@@ -409,6 +410,47 @@ def test_runtime_stop_action_must_be_in_the_vocabulary(ros):
         assert rig.node.set_parameters([Parameter('stop_action', value='')])[0].successful
         assert rig.node.set_parameters([Parameter('stop_action', value='move')])[0].successful
     finally:
+        rig.close()
+
+
+class _StuckBackend(ScriptedBackend):
+    """"stuck" ignores cancellation until ``unstick`` is set (a hung provider)."""
+
+    def __init__(self):
+        super().__init__()
+        self.unstick = threading.Event()
+
+    def plan(self, request, cancel, on_token=None):
+        if request.text == 'stuck':
+            self.started.set()
+            self.unstick.wait(30)
+        return super().plan(request, cancel, on_token)
+
+
+def test_a_generation_that_ignores_cancel_keeps_one_model_loaded(ros):
+    backends = []
+
+    def factory(settings):
+        backends.append(_StuckBackend())
+        return backends[-1]
+
+    rig = Rig(*ros, factory=factory)
+    rig.node.close_timeout_s = 0.2
+    try:
+        rig.wait_active()
+        rig.send('stuck')
+        wait_until(backends[0].started.is_set, 5, 'the stuck generation')
+        assert _transition(rig, Transition.TRANSITION_DEACTIVATE)
+        assert _transition(rig, Transition.TRANSITION_CLEANUP)  # times out, model kept
+        assert not backends[0].closed
+        assert not _transition(rig, Transition.TRANSITION_CONFIGURE)
+        assert len(backends) == 1 and 'still finishing' in rig.node._configure_error
+        backends[0].unstick.set()
+        wait_until(lambda: not rig.node._lingering[0].is_running(), 5, 'the generation to return')
+        assert _transition(rig, Transition.TRANSITION_CONFIGURE)
+        assert backends[0].closed and len(backends) == 2
+    finally:
+        backends[0].unstick.set()
         rig.close()
 
 
