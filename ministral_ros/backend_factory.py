@@ -55,7 +55,7 @@ def create_backend(settings: NodeSettings) -> PlanBackend:
                                   if settings.system_prompt else {}))
         return Planner.from_model_dir(model_dir, actions_file, config,
                                       provider=settings.execution_provider,
-                                      threads=settings.threads)
+                                      threads=settings.threads, spin_wait=settings.spin_wait)
     except Exception as exc:
         raise BackendError(f'loading the model from {model_dir} failed: '
                            f'{type(exc).__name__}: {exc}') from exc

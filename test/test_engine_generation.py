@@ -169,3 +169,10 @@ def test_auto_provider_reports_what_it_got(folder):
     assert engine.provider in ('cpu', 'cuda', 'tensorrt')
     if 'CUDAExecutionProvider' not in onnxruntime.get_available_providers():
         assert engine.provider == 'cpu' and engine.device == 'cpu'
+
+
+def test_spin_wait_reaches_the_session_and_defaults_off(folder, engine):
+    key = 'session.intra_op.allow_spinning'
+    assert engine.session.get_session_options().get_session_config_entry(key) == '0'
+    spinning = Engine.load(folder, 'cpu', threads=1, spin_wait=True)
+    assert spinning.session.get_session_options().get_session_config_entry(key) == '1'

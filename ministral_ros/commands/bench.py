@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--rounds', type=int, default=1)
     parser.add_argument('--threads', type=int, default=0, help='intra-op threads for every engine (0 = default)')
     parser.add_argument('--provider', choices=('auto', 'cpu', 'cuda', 'tensorrt'), default='auto')
+    parser.add_argument('--spin-wait', action='store_true',
+                        help='let idle onnxruntime threads busy-wait (ours and optimum; genai keeps its own setting)')
     parser.add_argument('--json', action='store_true', help='print one JSON object instead of a table')
 
 
@@ -75,13 +77,15 @@ def run(args: argparse.Namespace) -> int:
     runs: dict[str, list[dict]] = {name: [] for name in engines}
     for round_index in range(args.rounds):
         for name, folder in engines.items():
-            result = run_isolated(name, folder, args.contexts, args.new_tokens, args.threads, args.provider)
+            result = run_isolated(name, folder, args.contexts, args.new_tokens, args.threads, args.provider,
+                                  spin_wait=args.spin_wait)
             if 'error' in result:
                 logger.error('%s failed: %s', name, result['error'])
             runs[name].append(result)
             logger.info('round %d/%d: %s done', round_index + 1, args.rounds, name)
     report = {'model_dir': str(args.model_dir), 'precision': manifest.precision, 'contexts': args.contexts,
-              'new_tokens': args.new_tokens, 'rounds': args.rounds, 'engines': {}}
+              'new_tokens': args.new_tokens, 'rounds': args.rounds, 'threads': args.threads,
+              'spin_wait': args.spin_wait, 'engines': {}}
     for name, engine_runs in runs.items():
         ok = [r for r in engine_runs if 'error' not in r]
         report['engines'][name] = {'provider': ok[0].get('provider') if ok else None,
@@ -108,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_table(report: dict) -> None:
     print(f"model {report['model_dir']} ({report['precision']}), {report['new_tokens']} new tokens, "
-          f"best of {report['rounds']} round(s)")
+          f"best of {report['rounds']} round(s), threads {report['threads'] or 'default'}, "
+          f"spin_wait {'on' if report['spin_wait'] else 'off'}")
     print(f"{'context':>8} {'engine':>8} {'decode tok/s':>12} {'ms/token':>9} {'prefill tok/s':>13} {'TTFT s':>8} "
           f"{'peak RSS MiB':>12} {'KV MiB':>8}")
     for context in report['contexts']:

@@ -53,10 +53,11 @@ def _summarize(context: int, started: float, stamps: list[float], tokens: list[i
             'new_tokens': len(tokens), 'token_ids': tokens}
 
 
-def bench_ours(model_dir: Path, contexts: list[int], new_tokens: int, threads: int, provider: str = 'auto') -> dict:
+def bench_ours(model_dir: Path, contexts: list[int], new_tokens: int, threads: int, provider: str = 'auto',
+               spin_wait: bool = False) -> dict:
     from ministral_ros.engine import Engine, GenerationConfig
     max_context = max(contexts) + new_tokens
-    engine = Engine.load(model_dir, provider, threads, max_context=max_context)
+    engine = Engine.load(model_dir, provider, threads, max_context=max_context, spin_wait=spin_wait)
     vocab = engine.vocab_size
     config = GenerationConfig(max_new_tokens=new_tokens)
     engine.generate(_prompt(8, vocab), GenerationConfig(max_new_tokens=4))
@@ -72,7 +73,8 @@ def bench_ours(model_dir: Path, contexts: list[int], new_tokens: int, threads: i
     return {'engine': 'ours', 'provider': engine.provider, 'precision': engine.manifest.precision, 'rows': rows}
 
 
-def bench_optimum(model_dir: Path, contexts: list[int], new_tokens: int, threads: int, provider: str = 'auto') -> dict:
+def bench_optimum(model_dir: Path, contexts: list[int], new_tokens: int, threads: int, provider: str = 'auto',
+                  spin_wait: bool = False) -> dict:
     import onnxruntime
     import torch
     from optimum.onnxruntime import ORTModelForCausalLM
@@ -81,6 +83,7 @@ def bench_optimum(model_dir: Path, contexts: list[int], new_tokens: int, threads
     config = AutoConfig.from_pretrained(model_dir)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
+    options.add_session_config_entry('session.intra_op.allow_spinning', '1' if spin_wait else '0')
     ort_provider = 'CUDAExecutionProvider' if provider in ('cuda', 'tensorrt') else 'CPUExecutionProvider'
     model = ORTModelForCausalLM.from_pretrained(model_dir, session_options=options, provider=ort_provider)
     # optimum 2.1 does not know model_type 'ministral' and would size the empty past by attention heads
@@ -123,7 +126,10 @@ def bench_optimum(model_dir: Path, contexts: list[int], new_tokens: int, threads
     return {'engine': 'optimum', 'provider': ort_provider, 'rows': rows}
 
 
-def bench_genai(model_dir: Path, contexts: list[int], new_tokens: int, threads: int, provider: str = 'auto') -> dict:
+def bench_genai(model_dir: Path, contexts: list[int], new_tokens: int, threads: int, provider: str = 'auto',
+                spin_wait: bool = False) -> dict:
+    """onnxruntime-genai with its own session settings (``spin_wait`` does not apply: genai manages
+    its threads itself)."""
     import onnxruntime_genai as og
 
     config_path = Path(model_dir) / 'genai_config.json'
@@ -177,11 +183,11 @@ RUNNERS = {'ours': bench_ours, 'optimum': bench_optimum, 'genai': bench_genai}
 
 
 def run_isolated(engine: str, model_dir: Path, contexts: list[int], new_tokens: int, threads: int,
-                 provider: str = 'auto', timeout_s: float = 1800) -> dict:
+                 provider: str = 'auto', timeout_s: float = 1800, spin_wait: bool = False) -> dict:
     """Run one engine's bench in a fresh Python process (so its peak RSS is its own)."""
     command = [sys.executable, '-m', 'ministral_ros.engine.benchmark', engine, str(model_dir),
                '--contexts', ','.join(map(str, contexts)), '--new-tokens', str(new_tokens),
-               '--threads', str(threads), '--provider', provider]
+               '--threads', str(threads), '--provider', provider, *(['--spin-wait'] if spin_wait else [])]
     logger.info('benchmarking %s on %s ...', engine, model_dir)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=dict(os.environ))
@@ -205,10 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--new-tokens', type=int, default=32)
     parser.add_argument('--threads', type=int, default=0)
     parser.add_argument('--provider', default='auto')
+    parser.add_argument('--spin-wait', action='store_true')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     contexts = [int(c) for c in args.contexts.split(',') if c]
-    result = RUNNERS[args.engine](args.model_dir, contexts, args.new_tokens, args.threads, args.provider)
+    result = RUNNERS[args.engine](args.model_dir, contexts, args.new_tokens, args.threads, args.provider,
+                                  spin_wait=args.spin_wait)
     result['peak_rss_bytes'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result['model_dir'] = str(args.model_dir)
     print(json.dumps(result))

@@ -120,10 +120,16 @@ class Engine:
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
     def load(cls, model_dir: Path | str, provider: str = 'auto', threads: int = 0, *, max_context: int | None = None,
-             prefill_chunk: int = DEFAULT_PREFILL_CHUNK, verify_checksums: bool = True) -> Engine:
+             prefill_chunk: int = DEFAULT_PREFILL_CHUNK, verify_checksums: bool = True,
+             spin_wait: bool = False) -> Engine:
         """Open an exported model folder (verified against its manifest) on ``provider``.
 
         ``threads``: onnxruntime intra-op threads (0 = onnxruntime's default, one per core).
+        ``spin_wait``: let idle intra-op threads busy-wait for the next node (onnxruntime's own
+        default). Off here: a decode step is hundreds of small nodes, and when other processes
+        share the cores (every robot) a spinning thread that gets descheduled stalls each node's
+        barrier; measured on 2 cores under load, spinning made 2-thread decode about 2x slower,
+        while on an idle machine turning it off costs little (see the engine issue's figures).
         """
         import onnxruntime
 
@@ -141,6 +147,7 @@ class Engine:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry('session.intra_op.allow_spinning', '1' if spin_wait else '0')
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         requested = resolve_providers(provider)
