@@ -53,6 +53,10 @@ def _format_plan(plan: dict[str, Any], latency_s: float) -> str:
     return '\n'.join(lines)
 
 
+#: Earlier exchanges the embedded demo model saw in training (models/README.md).
+DEMO_MODEL_HISTORY_TURNS = 3
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='ministral-demo', description=__doc__.splitlines()[0])
     parser.add_argument('--model-dir', default='',
@@ -77,6 +81,8 @@ def _start_node(args: argparse.Namespace) -> subprocess.Popen[bytes]:
     command += ['--ros-args', '-p', f'execution_provider:={args.provider}']
     if args.model_dir:
         command += ['-p', f'model_dir:={os.path.abspath(args.model_dir)}']
+    else:  # the embedded model was trained with at most this many earlier exchanges
+        command += ['-p', f'history_turns:={DEMO_MODEL_HISTORY_TURNS}']
     print(f"starting: {' '.join(command)}", flush=True)
     return subprocess.Popen(command, start_new_session=True)
 

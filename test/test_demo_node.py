@@ -19,6 +19,7 @@ def test_demo_gets_one_plan_per_scripted_request_from_the_node_process() -> None
                           timeout=300)
     output = done.stdout
     assert done.returncode == 0, output + done.stderr
+    assert 'history_turns:=3' in output  # the embedded model's trained history length
     plans = re.findall(r'^plan \S+ \[(\w+)\] from (\w+): (.*)$', output, flags=re.MULTILINE)
     assert [(source, text) for _, source, text in plans] == \
         [(kind, repr(text)) for kind, text in DEMO_COMMANDS]
