@@ -47,12 +47,6 @@ _IMPERATIVES = frozenset(
 #: At most this many calls in one example (keeps answers, and training sequences, short).
 MAX_CALLS = 4
 
-#: Training clauses that get one noise word ("uh", "just", ...) between two of their words, so
-#: that the model learns to pick out the words that matter rather than whole sentence patterns.
-#: Held-out sentences get none: they measure new patterns, not noise.
-NOISE_RATE = 0.3
-NOISE_WORDS = ('uh', 'um', 'er', 'just', 'please', 'like', 'so')
-
 #: Mixture of example kinds (single action, multi-action, clarification, chat).
 KIND_WEIGHTS: dict[str, float] = {'single': 0.45, 'multi': 0.35, 'clarify': 0.1, 'chat': 0.1}
 
@@ -150,10 +144,7 @@ class CommandGenerator:
     def _action_clause(self, intent: str, words: bool) -> _Clause:
         group = self.phrasings.intents[intent]
         template = self.rng.choice(group.templates(self.split))
-        pattern = template
-        if self.split == 'train' and self.rng.random() < NOISE_RATE:
-            pattern = insert_noise_word(template, self.rng)
-        text, values = self._fill(pattern, words)
+        text, values = self._fill(template, words)
         return _Clause(text, calls_for_intent(intent, values), template)
 
     def _answer_clause(self, group: TemplateGroup, words: bool) -> tuple[str, str]:
@@ -227,16 +218,6 @@ def _first_word(template: str, phrasings: Phrasings) -> str:
     if match and match.group(1) in phrasings.synonyms:
         head = phrasings.synonyms[match.group(1)][0]
     return head.split(' ', 1)[0]
-
-
-def insert_noise_word(template: str, rng: random.Random) -> str:
-    """``template`` with one of NOISE_WORDS between two of its words (never inside a slot, so a
-    multi-word value such as "living room" stays whole)."""
-    tokens = template.split(' ')
-    if len(tokens) < 2:
-        return template
-    gap = rng.randrange(1, len(tokens))
-    return ' '.join(tokens[:gap] + [rng.choice(NOISE_WORDS)] + tokens[gap:])
 
 
 def random_call_id(rng: random.Random) -> str:
