@@ -17,13 +17,15 @@ UNIFORM = CheckpointShape(layers=2, hidden=64, heads=4, kv_heads=1, head_dim=16,
 
 def build(root: Path, shape: CheckpointShape, precisions: tuple[str, ...] = ('fp32',),
           seed: int = 0) -> dict[str, Path]:
-    """Write the checkpoint to root/src and export it at each precision to root/<precision>."""
+    """Write the checkpoint to root/src and export it at each precision to root/<precision>; a name
+    like ``fp32-bias`` exports that precision with the ``bias`` attention graph (default ``gqa``)."""
     from ministral_ros.engine.exporter import export_model
     src = write_random_checkpoint(root / 'src', shape, seed=seed)
     folders = {'src': src}
-    for precision in precisions:
-        export_model(src, root / precision, precision)
-        folders[precision] = root / precision
+    for name in precisions:
+        precision, _, attention = name.partition('-')
+        export_model(src, root / name, precision, attention=attention or 'gqa')
+        folders[name] = root / name
     return folders
 
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from engine_fixtures import INTERLEAVED, build, random_ids
 from ministral_ros.engine import ContextLengthError, Engine, FinishReason, GenerationConfig, ProviderUnavailableError
-from ministral_ros.engine.providers import resolve_providers
+from ministral_ros.engine.providers import cuda_options, providers_for_model, resolve_providers
 from ministral_ros.engine.sampling import choose_token
 
 
@@ -161,6 +162,15 @@ def test_provider_resolution():
         resolve_providers('cuda', ['CPUExecutionProvider'])
     with pytest.raises(ValueError, match='provider must be one of'):
         resolve_providers('gpu', ['CPUExecutionProvider'])
+    assert cuda_options(SimpleNamespace(precision='fp32')) == {'use_tf32': '0'}  # fp32 means fp32 products
+    assert cuda_options(SimpleNamespace(precision='fp16')) == {}
+    gpu = ['CUDAExecutionProvider', 'CPUExecutionProvider']
+    int4_gqa = SimpleNamespace(attention='gqa', kv_dtype='float32', precision='int4')
+    assert providers_for_model(gpu, 'auto', int4_gqa) == ['CPUExecutionProvider']
+    with pytest.raises(ProviderUnavailableError, match='--precision fp16'):
+        providers_for_model(gpu, 'cuda', int4_gqa)
+    assert providers_for_model(gpu, 'cuda', SimpleNamespace(attention='gqa', kv_dtype='float16')) == gpu
+    assert providers_for_model(gpu, 'cuda', SimpleNamespace(attention='bias', kv_dtype='float32')) == gpu
 
 
 def test_auto_provider_reports_what_it_got(folder):

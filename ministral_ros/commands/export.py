@@ -18,6 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-layer attention: 'auto' (config layer_types; the real ragged 1 full + 3 sliding "
                              "pattern for Ministral-8B-Instruct-2410, whose hub config says uniform), 'config' "
                              '(config as written) or a repeated comma list such as full,sliding,sliding,sliding')
+    parser.add_argument('--attention', choices=('gqa', 'bias'), default='gqa',
+                        help="attention graph: 'gqa' (onnxruntime's fused GroupQueryAttention, KV written in place; "
+                             "the fast one) or 'bias' (standard ONNX ops only, for runtimes without the "
+                             'com.microsoft contrib ops)')
     parser.add_argument('--opset', type=int, default=17, help='ONNX opset (default 17)')
     parser.add_argument('--overwrite', action='store_true', help='replace OUT if it exists')
 
@@ -26,9 +30,10 @@ def run(args: argparse.Namespace) -> int:
     from ministral_ros.engine.exporter import ExportError, export_model
     try:
         manifest = export_model(args.src, args.out, args.precision, layer_pattern=args.layer_pattern,
-                                opset=args.opset, overwrite=args.overwrite)
+                                opset=args.opset, overwrite=args.overwrite, attention=args.attention)
     except ExportError as error:
         raise CommandError(str(error)) from error
     windows = ','.join('full' if w is None else str(w) for w in manifest.architecture.layer_windows)
-    print(f'exported {args.src} -> {args.out} ({manifest.precision}, layer windows {windows})')
+    print(f'exported {args.src} -> {args.out} ({manifest.precision}, {manifest.attention} attention, '
+          f'layer windows {windows})')
     return 0

@@ -49,6 +49,8 @@ PROTOBUF_LIMIT = 2 * 1024 ** 3 - 64 * 1024 ** 2
 SUPPORTED_MODEL_TYPES = ('mistral', 'ministral')
 MINISTRAL_8B_PATTERN = ('full', 'sliding', 'sliding', 'sliding')
 DEFAULT_OPSET = 17
+ATTENTION_KINDS = ('gqa', 'bias')
+DEFAULT_ATTENTION = 'gqa'
 
 
 class ExportError(Exception):
@@ -158,8 +160,10 @@ def _onnx_config_class():
         NORMALIZED_CONFIG_CLASS = NormalizedTextConfig
         DEFAULT_ONNX_OPSET = DEFAULT_OPSET
 
-        def __init__(self, config, layer_windows: list[int | None], float_dtype: str = 'fp32') -> None:
+        def __init__(self, config, layer_windows: list[int | None], float_dtype: str = 'fp32',
+                     attention: str = 'gqa') -> None:
             super().__init__(config, task='text-generation', float_dtype=float_dtype)
+            self.attention = attention
             self.layer_windows = list(layer_windows)
             self.groups = window_groups(self.layer_windows)
             self.kv_heads = config.num_key_value_heads
@@ -170,6 +174,15 @@ def _onnx_config_class():
             axes: dict[str, dict[int, str]] = OrderedDict()
             axes['input_ids'] = {0: 'batch_size', 1: 'sequence_length'}
             axes['position_ids'] = {0: 'batch_size', 1: 'sequence_length'}
+            if self.attention == 'gqa':
+                for group in self.groups:
+                    axes[f'seqlens_k.{group}'] = {0: 'batch_size'}
+                for group in self.groups:
+                    axes[f'total_sequence_length.{group}'] = {}
+                for index in range(len(self.layer_windows)):
+                    for kind in ('key', 'value'):
+                        axes[f'past_key_values.{index}.{kind}'] = {0: 'batch_size', 2: f'capacity_{index}'}
+                return axes
             for group in self.groups:
                 axes[f'attention_bias.{group}'] = {0: 'batch_size', 2: 'sequence_length', 3: f'total_length_{group}'}
             for index in range(len(self.layer_windows)):
@@ -183,7 +196,9 @@ def _onnx_config_class():
             axes['logits'] = {0: 'batch_size'}
             for index in range(len(self.layer_windows)):
                 for kind in ('key', 'value'):
-                    axes[f'present.{index}.{kind}'] = {0: 'sequence_length', 1: 'batch_size'}
+                    axes[f'present.{index}.{kind}'] = ({0: 'batch_size', 2: f'capacity_{index}'}
+                                                       if self.attention == 'gqa' else
+                                                       {0: 'sequence_length', 1: 'batch_size'})
             return axes
 
         def generate_dummy_inputs(self, framework: str = 'pt', **kwargs):
@@ -195,6 +210,16 @@ def _onnx_config_class():
             past_lengths_by_group = {}
             for index, window in enumerate(self.layer_windows):
                 past_lengths[index] = past_lengths_by_group.setdefault(group_name(window), past_lengths[index])
+            if self.attention == 'gqa':
+                totals = [past_lengths_by_group[group] + seq for group in self.groups]
+                past = tuple((torch.randn(batch, self.kv_heads, length + seq + 2, self.head_dim, dtype=dtype),
+                              torch.randn(batch, self.kv_heads, length + seq + 2, self.head_dim, dtype=dtype))
+                             for length in past_lengths)
+                return {'input_ids': torch.randint(0, vocab, (batch, seq)),
+                        'position_ids': torch.arange(5, 5 + seq).unsqueeze(0),
+                        'seqlens_k': tuple(torch.tensor([total - 1], dtype=torch.int32) for total in totals),
+                        'total_sequence_length': tuple(torch.tensor(total, dtype=torch.int32) for total in totals),
+                        'past_key_values': past}
             biases = tuple(torch.zeros(batch, 1, seq, past_lengths_by_group[group] + seq) for group in self.groups)
             past = tuple((torch.randn(length, batch, self.kv_heads, self.head_dim, dtype=dtype),
                           torch.randn(length, batch, self.kv_heads, self.head_dim, dtype=dtype))
@@ -275,11 +300,17 @@ def _quantize(fp32_graph: Path, precision: str, work: Path):
 
 
 def export_model(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp32', *,
-                 layer_pattern: str = 'auto', opset: int = DEFAULT_OPSET, overwrite: bool = False) -> Manifest:
-    """Export ``src_dir`` (HF checkpoint) to ``out_dir`` (engine model folder); see the module docstring."""
+                 layer_pattern: str = 'auto', opset: int = DEFAULT_OPSET, overwrite: bool = False,
+                 attention: str = DEFAULT_ATTENTION) -> Manifest:
+    """Export ``src_dir`` (HF checkpoint) to ``out_dir`` (engine model folder); see the module docstring.
+    ``attention``: ``gqa`` (onnxruntime's fused GroupQueryAttention, KV written in place; see
+    gqa_cache.py) or ``bias`` (standard ONNX ops, per-layer past lengths and a ring for sliding
+    layers; see kv_cache.py)."""
     src, out = Path(src_dir), Path(out_dir)
     if precision not in PRECISIONS:
         raise ExportError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
+    if attention not in ATTENTION_KINDS:
+        raise ExportError(f'attention must be one of {", ".join(ATTENTION_KINDS)}, got {attention!r}')
     config = _read_source_config(src)
     windows, origin = resolve_layer_windows(config, layer_pattern)
     logger.info('%s', origin)
@@ -294,28 +325,29 @@ def export_model(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp3
     work = out / '.export-work'
     work.mkdir()
     try:
-        manifest = _export_into(src, out, work, config, windows, precision, opset, origin)
+        manifest = _export_into(src, out, work, config, windows, precision, opset, origin, attention)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return manifest
 
 
 def _export_into(src: Path, out: Path, work: Path, config: dict, windows: list[int | None], precision: str,
-                 opset: int, origin: str) -> Manifest:
+                 opset: int, origin: str, attention: str) -> Manifest:
     import onnx
     import torch
     from optimum.exporters.onnx.convert import export as optimum_export
     from transformers import AutoModelForCausalLM
 
-    from ministral_ros.engine.step_graph import StepGraph
+    from ministral_ros.engine.step_graph import GqaStepGraph, StepGraph
 
     dtype = torch.float16 if precision == 'fp16' else torch.float32
     with _step(f'loading {src} with transformers ({dtype})'):
         model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, attn_implementation='eager').eval()
-    graph = StepGraph(model, windows).eval()
-    onnx_config = _onnx_config_class()(model.config, windows, float_dtype='fp16' if precision == 'fp16' else 'fp32')
+    graph = (GqaStepGraph if attention == 'gqa' else StepGraph)(model, windows).eval()
+    onnx_config = _onnx_config_class()(model.config, windows, float_dtype='fp16' if precision == 'fp16' else 'fp32',
+                                       attention=attention)
     exported = work / GRAPH_FILE
-    with _step('exporting the step graph through optimum (TorchScript)'):
+    with _step(f'exporting the step graph ({attention} attention) through optimum (TorchScript)'):
         input_names, output_names = optimum_export(graph, onnx_config, exported, opset=opset)
     del graph, model
     if precision in ('int8', 'int4'):
@@ -337,7 +369,7 @@ def _export_into(src: Path, out: Path, work: Path, config: dict, windows: list[i
         architecture=_architecture(config, windows), precision=precision, graph_file=GRAPH_FILE,
         kv_dtype='float16' if precision == 'fp16' else 'float32', inputs=tuple(input_names),
         outputs=tuple(output_names), bias_groups=tuple(window_groups(windows)),
-        layer_groups=tuple(window_groups(windows).index(group_name(w)) for w in windows),
+        layer_groups=tuple(window_groups(windows).index(group_name(w)) for w in windows), attention=attention,
         files={}, versions=_versions(), source={'path': str(src.resolve()), 'layer_windows_origin': origin,
                                                 'opset': opset})
     with _step('checksumming the model folder'):

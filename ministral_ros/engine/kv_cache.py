@@ -27,6 +27,12 @@ A 2-token prefill chunk at p=8 writes slots 3, 4 (positions 3, 4 are outside bot
 windows: 8 sees 5..8, 9 sees 6..9); at p=9 with 2 tokens the chunk would wrap (slot 4 then 0), so it
 is split into [9] and [10].
 
+The past is never empty: a step at position 0 binds slot 0 as a one-slot past, masked (onnxruntime
+1.31's fused transposed MatMul divides by zero on a zero-length past and kills the process). Slot 0
+of every buffer is zeroed at allocation, so the masked slot holds finite values even on a GPU (an
+uninitialised NaN would turn ``0 * NaN`` into NaN in the probabilities' product); the step's own
+write to slot 0 may land before or after the read, and both are finite.
+
 Memory: sliding layers hold ``R`` slots whatever the context length; with Ministral 8B's pattern
 (9 full + 27 sliding layers, W=32k) at 128k tokens the cache is ~7.9 GiB instead of 18 GiB in fp16.
 When ``W - 1 + chunk >= max_context`` the ring is simply ``max_context`` slots and never wraps
@@ -61,6 +67,9 @@ class HostStorage:
         if nbytes:
             ctypes.memmove(dst, src, nbytes)
 
+    def zero(self, dst: int, nbytes: int) -> None:
+        ctypes.memset(dst, 0, nbytes)
+
 
 class DeviceStorage:
     """onnxruntime device allocations; copies run a one-node Identity graph through IO binding, so
@@ -91,6 +100,13 @@ class DeviceStorage:
             return
         binding = self._session.io_binding()
         binding.bind_input('x', self.device, self.device_id, np.uint8, [nbytes], src)
+        binding.bind_output('y', self.device, self.device_id, np.uint8, [nbytes], dst)
+        self._session.run_with_iobinding(binding)
+
+    def zero(self, dst: int, nbytes: int) -> None:
+        """Host zeros copied onto the device region (used once per buffer, at allocation)."""
+        binding = self._session.io_binding()
+        binding.bind_cpu_input('x', np.zeros(nbytes, np.uint8))
         binding.bind_output('y', self.device, self.device_id, np.uint8, [nbytes], dst)
         self._session.run_with_iobinding(binding)
 
@@ -146,7 +162,10 @@ class KVCache:
         self.buffers: list[tuple[_Buffer, _Buffer]] = []
         for group in layer_groups:
             shape = (self.groups[group].capacity, *self.slot_shape)
-            self.buffers.append(tuple(_Buffer(*storage.alloc(shape, self.dtype)) for _ in range(2)))
+            pair = tuple(_Buffer(*storage.alloc(shape, self.dtype)) for _ in range(2))
+            for buffer in pair:
+                storage.zero(buffer.ptr, self.slot_bytes)
+            self.buffers.append(pair)
         self.position = 0
         self._zeros = np.zeros(max_context + chunk, np.float32)
 
@@ -188,6 +207,10 @@ class KVCache:
                     bias = np.concatenate([np.zeros((length, start), np.float32), causal], axis=1)
                 past_slots.append(start)
                 write_slot.append(start)
+            if past_slots[-1] == 0:
+                past_slots[-1] = 1
+                bias = np.concatenate([np.full((length, 1), MASKED, np.float32), np.reshape(bias, (length, -1))],
+                                      axis=1)
             biases.append(np.ascontiguousarray(bias, dtype=np.float32).reshape(1, 1, length, -1))
         return StepPlan(start, length, past_slots, write_slot, biases)
 

@@ -59,8 +59,12 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     source: dict[str, object] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    attention: str = 'bias'  # 'gqa' (gqa_cache.py) or 'bias' (kv_cache.py); folders without the key are 'bias'
 
     def __post_init__(self) -> None:
+        if self.attention not in ('gqa', 'bias'):
+            raise ValueError(f"attention must be 'gqa' or 'bias', got {self.attention!r}: a folder from a newer "
+                             'exporter; update ministral_ros or re-export the model')
         if self.precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {PRECISIONS}, got {self.precision!r}')
         if self.kv_dtype not in ('float32', 'float16'):
@@ -77,7 +81,8 @@ class Manifest:
                    kv_dtype=data['kv_dtype'], inputs=tuple(data['inputs']), outputs=tuple(data['outputs']),
                    bias_groups=tuple(data['bias_groups']), layer_groups=tuple(data['layer_groups']),
                    files=dict(data.get('files', {})), versions=dict(data.get('versions', {})),
-                   source=dict(data.get('source', {})), format_version=int(data.get('format_version', 0)))
+                   source=dict(data.get('source', {})), format_version=int(data.get('format_version', 0)),
+                   attention=str(data.get('attention', 'bias')))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

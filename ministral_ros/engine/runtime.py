@@ -30,9 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from ministral_ros.engine.generation import FinishReason, GenerationConfig, GenerationResult, LogitsConstraint
+from ministral_ros.engine.gqa_cache import GqaKVCache
 from ministral_ros.engine.kv_cache import DeviceStorage, HostStorage, KVCache, StepPlan
 from ministral_ros.engine.manifest import Manifest, ModelFolderError, verify_model_dir
-from ministral_ros.engine.providers import cache_device, resolve_providers, short_name, tensorrt_options
+from ministral_ros.engine.providers import (cache_device, cuda_options, providers_for_model, resolve_providers,
+                                            short_name, tensorrt_options)
 from ministral_ros.engine.sampling import choose_token
 
 logger = logging.getLogger(__name__)
@@ -102,8 +104,9 @@ class Engine:
         self.max_context = max_context
         self.prefill_chunk = prefill_chunk
         storage = HostStorage() if self.device == 'cpu' else DeviceStorage(self.device, 0, providers)
-        self.cache = KVCache(arch, manifest.bias_groups, manifest.layer_groups, max_context=max_context,
-                             chunk=prefill_chunk, dtype=np.dtype(manifest.kv_dtype), storage=storage)
+        cache_class = GqaKVCache if manifest.attention == 'gqa' else KVCache
+        self.cache = cache_class(arch, manifest.bias_groups, manifest.layer_groups, max_context=max_context,
+                                 chunk=prefill_chunk, dtype=np.dtype(manifest.kv_dtype), storage=storage)
         self._binding = session.io_binding()
         self._pointers = _PointerBinder(self._binding, self.cache.storage.device)
         self._logits = np.zeros((1, self.vocab_size), np.float32)
@@ -116,6 +119,18 @@ class Engine:
         if missing:
             raise ModelFolderError(f'{model_dir / manifest.graph_file} lacks the inputs/outputs {missing} that '
                                    'manifest.json lists: the graph is from another export; re-export the model')
+        self._bind_cache_buffers()
+
+    def _bind_cache_buffers(self) -> None:
+        """gqa graph: the buffers never move, so they are bound once, as past AND present at the same
+        address (the bias graph binds regions per step instead)."""
+        if self.manifest.attention != 'gqa':
+            return
+        for layer, (past_names, present_names) in enumerate(self._cache_names):
+            for kind in (0, 1):
+                ptr, shape = self.cache.buffer_region(layer, kind)
+                self._pointers.input(past_names[kind], self.cache.dtype, shape, ptr)
+                self._pointers.output(present_names[kind], self.cache.dtype, shape, ptr)
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -150,8 +165,10 @@ class Engine:
         options.add_session_config_entry('session.intra_op.allow_spinning', '1' if spin_wait else '0')
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        requested = resolve_providers(provider)
+        requested = providers_for_model(resolve_providers(provider), provider, manifest)
         provider_options: list[dict[str, str]] = [{} for _ in requested]
+        if 'CUDAExecutionProvider' in requested:
+            provider_options[requested.index('CUDAExecutionProvider')] = cuda_options(manifest)
         if 'TensorrtExecutionProvider' in requested:
             cache_dir = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'ministral_ros' / 'tensorrt'
             cache_dir.mkdir(parents=True, exist_ok=True)
@@ -205,6 +222,9 @@ class Engine:
         return self._logits[0]
 
     def _step(self, ids: np.ndarray) -> None:
+        if self.manifest.attention == 'gqa':
+            self._step_gqa(ids)
+            return
         cache, binding = self.cache, self._binding
         plan: StepPlan = cache.plan(len(ids))
         input_ids = ids.reshape(1, -1)
@@ -220,6 +240,19 @@ class Engine:
                 pointers.input(past_names[kind], dtype, shape, ptr)
                 ptr, shape = cache.present_region(layer, kind, plan)
                 pointers.output(present_names[kind], dtype, shape, ptr)
+        binding.bind_output('logits', 'cpu', 0, np.float32, list(self._logits.shape), self._logits.ctypes.data)
+        self.session.run_with_iobinding(binding)
+        cache.commit(plan)
+
+    def _step_gqa(self, ids: np.ndarray) -> None:
+        cache, binding = self.cache, self._binding
+        plan = cache.plan(len(ids))
+        binding.bind_cpu_input('input_ids', ids.reshape(1, -1))
+        binding.bind_cpu_input('position_ids',
+                               np.arange(plan.start, plan.start + plan.length, dtype=np.int64).reshape(1, -1))
+        for name, seqlens, total in zip(self.manifest.bias_groups, plan.seqlens_k, plan.total_sequence_length):
+            binding.bind_cpu_input(f'seqlens_k.{name}', seqlens)
+            binding.bind_cpu_input(f'total_sequence_length.{name}', total)
         binding.bind_output('logits', 'cpu', 0, np.float32, list(self._logits.shape), self._logits.ctypes.data)
         self.session.run_with_iobinding(binding)
         cache.commit(plan)

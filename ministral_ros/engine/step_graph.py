@@ -2,9 +2,10 @@
 
 Why not the stock optimum graph: it concatenates ONE shared past length into every layer and derives
 the sliding window from cache indices, so an interleaved model (Ministral 8B: one full layer, three
-32k-window layers) must keep the full context on every layer. This module is a thin ``nn.Module``
-around the Hugging Face model's own submodules and weights (embeddings, per-layer q/k/v/o
-projections, RMSNorms, MLP, lm_head, rotary ``inv_freq``) whose forward takes:
+32k-window layers) must keep the full context on every layer. This module holds thin ``nn.Module``
+wrappers around the Hugging Face model's own submodules and weights (embeddings, per-layer q/k/v/o
+projections, RMSNorms, MLP, lm_head, rotary ``inv_freq``); the default graph, ``GqaStepGraph``, is
+described at the end of this docstring and in its class. ``StepGraph`` (the ``bias`` graph) takes:
 
 * ``input_ids`` / ``position_ids`` ``[B, S]`` (positions are absolute; RoPE is computed in the graph),
 * ``attention_bias.<group>`` ``[B, 1, S, P_g + S]`` float32, additive (0 visible / float32 min hidden),
@@ -30,17 +31,21 @@ in float32 (as transformers does), so fp16 graphs stay stable. Keys are cached a
 order of cache slots is irrelevant to the result: only the bias decides what each query sees (this is
 what lets sliding layers use a ring buffer).
 
-Known costs (measured with ``ministral-ros bench`` on the 8-layer hidden-512 bench model, 2-core
-CPU): the graph is built from standard ONNX ops, ~400 nodes for 8 layers where onnxruntime-genai's
-fused GroupQueryAttention graph has ~100. On a quiet machine that costs nothing visible (fp32 decode
-1.9-2.0x genai's speed, int4 0.95-0.99x up to 1k context and 1.3x at 4k), but under CPU contention
-(other processes on the cores) the many small nodes degrade decode far more than genai's few big
-ones. The sequence-major past is also transposed to head-major inside the graph each step (one
-read+write of the live cache). Tried and measured no better here: a batch-1 graph with shape-free
-reshapes and one concatenated K/V per layer, and a K-block-copy + transposed-product variant. A
-GroupQueryAttention-based graph (in-place KV writes, fused RoPE) is the next step; its shared buffer
-is position-indexed, which fits full layers but not the ring, so sliding layers would need ORT's own
-sliding-window cache.
+Two attention graphs share the weights, RoPE and MLP above (``ministral-ros export --attention``):
+
+* ``gqa`` (``GqaStepGraph``, the default): each layer's attention is ONE onnxruntime
+  ``com.microsoft.GroupQueryAttention`` node (grouped heads, causal mask and ``local_window_size``
+  inside the kernel) reading and writing a head-major buffer in place; sliding layers use a shifted
+  buffer instead of a ring, because the kernel derives positions from row indices (gqa_cache.py).
+  Needs onnxruntime's contrib ops (every onnxruntime build has them, CPU and CUDA).
+* ``bias`` (``StepGraph``): standard ONNX ops only (any ONNX runtime), per-layer past lengths,
+  sliding-layer rings, visibility from the ``attention_bias`` inputs (kv_cache.py). About 50 nodes
+  per layer after onnxruntime's fusions where gqa has about 15, which decides decode speed when the
+  work per node is small: on an H200 (8-layer hidden-512 model, fp16) onnxruntime's own run call
+  took 3.06 ms of the 3.69 ms per token, and onnxruntime-genai's GQA graph decoded 2.4-3x faster;
+  under CPU contention the many small nodes also degrade more. Tried and measured no better before
+  the gqa graph: a batch-1 graph with shape-free reshapes and one concatenated K/V per layer, and a
+  K-block-copy + transposed-product variant.
 """
 from __future__ import annotations
 
@@ -161,4 +166,143 @@ class StepGraph(nn.Module):
             hidden = hidden + self.down[index](self.act_fn(gate_up[..., : self.ffn]) * gate_up[..., self.ffn:])
         last = self.norm(hidden[:, -1, :])
         logits = self.lm_head(last).float()
+        return (logits, *presents)
+
+
+class _GroupQueryAttention(torch.autograd.Function):
+    """onnxruntime's ``com.microsoft.GroupQueryAttention`` with a shared past/present buffer: the
+    export emits the fused node (``symbolic``); ``forward`` is the same computation in torch (used
+    while tracing and by tests). Buffers are head-major ``[B, kv_heads, capacity, D]``; the step's
+    S new keys/values go to slots ``[L, L+S)`` where ``L = seqlens_k + 1 - S`` (the entries already
+    there), and query ``L+i`` sees slots ``k <= L+i`` and, with a window, ``k > L+i-window``
+    (transformers' convention: W keys including itself)."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, past_key, past_value, seqlens_k, total_length, heads: int, kv_heads: int,
+                window: int, scale: float):
+        if torch.jit.is_tracing():
+            # exporting: ``symbolic`` emits the node, this only gives the outputs' shapes and types
+            # (tracing the computation below trips the TorchScript exporter on one-head models)
+            return query * 1.0, past_key.clone(), past_value.clone()
+        batch, seq = query.shape[0], query.shape[1]
+        head_dim = past_key.shape[-1]
+        start = int(seqlens_k.reshape(-1)[0]) + 1 - seq
+        present_key, present_value = past_key.clone(), past_value.clone()
+        present_key[:, :, start: start + seq] = key.view(batch, seq, kv_heads, head_dim).transpose(1, 2)
+        present_value[:, :, start: start + seq] = value.view(batch, seq, kv_heads, head_dim).transpose(1, 2)
+        keys = present_key[:, :, : start + seq].float()
+        values = present_value[:, :, : start + seq].float()
+        grouped = query.view(batch, seq, kv_heads, heads // kv_heads, head_dim).permute(0, 2, 3, 1, 4).float()
+        scores = torch.einsum('bkgsd,bktd->bkgst', grouped, keys) * scale
+        query_pos = torch.arange(start, start + seq).unsqueeze(1)
+        key_pos = torch.arange(start + seq).unsqueeze(0)
+        visible = key_pos <= query_pos
+        if window > 0:
+            visible = visible & (key_pos > query_pos - window)
+        probs = torch.softmax(scores.masked_fill(~visible, float('-inf')), dim=-1)
+        out = torch.einsum('bkgst,bktd->bkgsd', probs, values).to(query.dtype)
+        return out.permute(0, 3, 1, 2, 4).reshape(batch, seq, heads * head_dim), present_key, present_value
+
+    @staticmethod
+    def symbolic(g, query, key, value, past_key, past_value, seqlens_k, total_length, heads: int, kv_heads: int,
+                 window: int, scale: float):
+        out, present_key, present_value = g.op(
+            'com.microsoft::GroupQueryAttention', query, key, value, past_key, past_value, seqlens_k, total_length,
+            num_heads_i=heads, kv_num_heads_i=kv_heads, local_window_size_i=window, scale_f=scale, outputs=3)
+        out.setType(query.type())
+        present_key.setType(past_key.type())
+        present_value.setType(past_value.type())
+        return out, present_key, present_value
+
+
+class _RotaryEmbedding(torch.autograd.Function):
+    """onnxruntime's ``com.microsoft.RotaryEmbedding`` (non-interleaved: transformers' rotate_half
+    convention) on ``[B, S, heads * D]`` with absolute ``position_ids`` and cos/sin tables
+    ``[max_positions, D/2]``; ``forward`` is the same in torch."""
+
+    @staticmethod
+    def forward(ctx, x, position_ids, cos_cache, sin_cache, heads: int):
+        batch, seq = x.shape[0], x.shape[1]
+        half = cos_cache.shape[-1]
+        x = x.view(batch, seq, heads, 2 * half)
+        cos, sin = cos_cache[position_ids].unsqueeze(2), sin_cache[position_ids].unsqueeze(2)  # [B, S, 1, D/2]
+        first, second = x[..., :half], x[..., half:]
+        out = torch.cat((first * cos - second * sin, second * cos + first * sin), dim=-1)
+        return out.reshape(batch, seq, heads * 2 * half)
+
+    @staticmethod
+    def symbolic(g, x, position_ids, cos_cache, sin_cache, heads: int):
+        out = g.op('com.microsoft::RotaryEmbedding', x, position_ids, cos_cache, sin_cache, interleaved_i=0,
+                   num_heads_i=heads)
+        out.setType(x.type())
+        return out
+
+
+class _SkipRmsNorm(torch.autograd.Function):
+    """onnxruntime's ``com.microsoft.SkipSimplifiedLayerNormalization``: ``total = x + skip`` and
+    ``rms_norm(total) * weight`` in one node; returns ``(normed, total)``."""
+
+    @staticmethod
+    def forward(ctx, x, skip, weight, epsilon: float):
+        total = x + skip
+        variance = total.float().pow(2).mean(-1, keepdim=True)
+        normed = (total.float() * torch.rsqrt(variance + epsilon)).to(x.dtype)
+        return weight * normed, total
+
+    @staticmethod
+    def symbolic(g, x, skip, weight, epsilon: float):
+        normed, _mean, _inv_std, total = g.op('com.microsoft::SkipSimplifiedLayerNormalization', x, skip, weight,
+                                              epsilon_f=epsilon, outputs=4)
+        normed.setType(x.type())
+        total.setType(x.type())
+        return normed, total
+
+
+class GqaStepGraph(StepGraph):
+    """The step graph on onnxruntime's fused contrib ops: per layer one GroupQueryAttention (KV written
+    in place into the cache buffer), one RotaryEmbedding for q and k together, and the residual adds
+    fused into SkipSimplifiedLayerNormalization; same weights as ``StepGraph``, other cache contract
+    (see gqa_cache.py). Inputs: ``input_ids`` / ``position_ids`` ``[B, S]``; per window group
+    ``seqlens_k.<group>`` int32 ``[B]`` (entries in that group's buffers after the step, minus one)
+    and ``total_sequence_length.<group>`` int32 scalar (entries after the step);
+    ``past_key_values.<i>.key|value`` ``[B, kv_heads, capacity_i, D]``, the whole preallocated buffer.
+    Outputs: ``logits`` and ``present.<i>.key|value``, bound to the SAME buffer (onnxruntime detects
+    the shared buffer and writes only the S new entries). RoPE tables cover ``max_position_embeddings``
+    (Ministral 8B: 131072 x 64 x 2 values, 32 MiB in fp16)."""
+
+    def __init__(self, causal_lm: nn.Module, layer_windows: list[int | None]) -> None:
+        super().__init__(causal_lm, layer_windows)
+        positions = torch.arange(self.config.max_position_embeddings, dtype=torch.float64)
+        angles = positions.unsqueeze(1) * self.inv_freq.double().unsqueeze(0)
+        dtype = self.embed_tokens.weight.dtype
+        self.register_buffer('cos_cache', (angles.cos() * self.rope_scaling).to(dtype), persistent=False)
+        self.register_buffer('sin_cache', (angles.sin() * self.rope_scaling).to(dtype), persistent=False)
+        self.epsilon = float(self.norm.variance_epsilon)
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, seqlens_k: tuple[torch.Tensor, ...],
+                total_sequence_length: tuple[torch.Tensor, ...],
+                past_key_values: tuple[tuple[torch.Tensor, torch.Tensor], ...]):
+        hidden = self.embed_tokens(input_ids)
+        heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
+        q_width, k_width = heads * head_dim, kv_heads * head_dim
+        presents = []
+        normed, residual = self.input_norms[0](hidden), hidden
+        for index in range(len(self.qkv)):
+            qkv = self.qkv[index](normed)                                    # [B, S, (H + 2 kv) D]
+            query_key = _RotaryEmbedding.apply(qkv[..., : q_width + k_width], position_ids, self.cos_cache,
+                                               self.sin_cache, heads + kv_heads)
+            past_key, past_value = past_key_values[index]
+            group = self.layer_group[index]
+            out, present_key, present_value = _GroupQueryAttention.apply(
+                query_key[..., :q_width], query_key[..., q_width:], qkv[..., q_width + k_width:], past_key, past_value,
+                seqlens_k[group], total_sequence_length[group], heads, kv_heads, self.layer_windows[index] or -1,
+                self.scaling)
+            presents += [present_key, present_value]
+            normed, residual = _SkipRmsNorm.apply(self.o_proj[index](out), residual, self.post_norms[index].weight,
+                                                  self.epsilon)
+            gate_up = self.gate_up[index](normed)
+            mlp_out = self.down[index](self.act_fn(gate_up[..., : self.ffn]) * gate_up[..., self.ffn:])
+            norm = self.input_norms[index + 1] if index + 1 < len(self.qkv) else self.norm
+            normed, residual = _SkipRmsNorm.apply(mlp_out, residual, norm.weight, self.epsilon)
+        logits = self.lm_head(normed[:, -1, :]).float()
         return (logits, *presents)
