@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# GPU check + benchmark for the engine, for a machine with an NVIDIA GPU. Prepared and dry-run here
-# on CPU (no GPU was lent to the session that wrote it): run it as is when one is.
+# GPU check + benchmark for the engine, for a machine with an NVIDIA GPU. Run on an H200 on
+# 2026-11-27 (onnxruntime-gpu 1.31.1, CUDA 13; figures in benchmarks/RESULTS.md); DRY_RUN=1 checks
+# its plumbing on a CPU-only machine.
 #
 # Needs, in the Python environment given by $PYTHON (default .venv/bin/python): this package,
-# torch, transformers, optimum-onnx, onnxruntime-gpu (CUDA 12 build, which provides the CUDA and
-# TensorRT execution providers; replaces the CPU onnxruntime wheel) and onnxruntime-genai-cuda.
-# The device machine has no network: install those before, or carry a prepared environment.
+# torch, transformers, optimum-onnx, onnxruntime-gpu (provides the CUDA and TensorRT execution
+# providers; replaces the CPU onnxruntime wheel; 1.31 links CUDA 13, cuBLAS, cuDNN 9, which must be
+# on LD_LIBRARY_PATH) and onnxruntime-genai-cuda. TensorRT is checked only where libnvinfer loads.
 #
-# Steps (each bounded by `timeout`; the whole script is sized for ~10 minutes on an H100):
+# Steps (each bounded by `timeout`; about 5 minutes on an H200 with LAYERS8B=2):
 #   1. environment report (nvidia-smi, onnxruntime providers)
-#   2. correctness on CUDA: the engine vs transformers on the tiny interleaved model (pytest -k gpu)
+#   2. correctness on CUDA: the engine vs transformers on the tiny interleaved model (bias graph in
+#      fp32, gqa graph in fp16), plus the device-storage tests (pytest -k "gpu or ...")
 #   3. the mid-size bench model (8 layers, hidden 512, W=256) in fp16: ours vs onnxruntime-genai,
 #      contexts 16..4096, provider cuda
 #   4. the Ministral-8B layer shape (hidden 4096, 32/8 heads x 128, FFN 12288, vocab 131072,

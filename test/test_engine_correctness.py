@@ -122,7 +122,8 @@ def test_window_still_applies_when_the_ring_never_wraps(kind, interleaved):
 def test_same_results_on_gpu_provider_when_present(folder, interleaved):
     """On CUDA: the bias graph in fp32 agrees with transformers like on the CPU; the gqa graph runs
     in fp16 there (onnxruntime's CUDA GroupQueryAttention is fp16/bf16 only), so it is held to fp16
-    agreement with transformers' fp32 forward: logits within 0.05 and the same argmax at every step."""
+    agreement with transformers' fp32 forward: logits within 0.01 (H200: 0.0018) and the same argmax
+    wherever the reference's top two are more than 0.02 apart (one H200 step had them 0.0008 apart)."""
     import onnxruntime
     if 'CUDAExecutionProvider' not in onnxruntime.get_available_providers():
         pytest.skip('no CUDA execution provider in this onnxruntime build (CPU-only machine); '
@@ -135,8 +136,10 @@ def test_same_results_on_gpu_provider_when_present(folder, interleaved):
     if folder == 'fp16':
         engine.reset()
         steps = np.stack([engine.feed([token]).copy() for token in ids])
-        assert float(np.abs(steps - reference).max()) <= 0.05
-        assert (steps.argmax(-1) == reference.argmax(-1)).all()
+        assert float(np.abs(steps - reference).max()) <= 0.01
+        top2 = np.sort(reference, axis=-1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 0.02  # steps whose winner fp16 rounding cannot flip
+        assert (steps.argmax(-1) == reference.argmax(-1))[clear].all()
         prefix = engine.warm_prefix(ids[:40])
         engine.reset()
         fresh = engine.generate(ids[:50], GenerationConfig(max_new_tokens=WINDOW))

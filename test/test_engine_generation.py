@@ -181,8 +181,10 @@ def test_auto_provider_reports_what_it_got(folder):
         assert engine.provider == 'cpu' and engine.device == 'cpu'
 
 
-def test_spin_wait_reaches_the_session_and_defaults_off(folder, engine):
+def test_spin_wait_reaches_the_session_bounded_and_defaults_on(folder, engine):
     key = 'session.intra_op.allow_spinning'
-    assert engine.session.get_session_options().get_session_config_entry(key) == '0'
-    spinning = Engine.load(folder, 'cpu', threads=1, spin_wait=True)
-    assert spinning.session.get_session_options().get_session_config_entry(key) == '1'
+    options = engine.session.get_session_options()
+    assert options.get_session_config_entry(key) == '1'
+    assert options.get_session_config_entry('session.intra_op.spin_duration_us') == '100'
+    sleeping = Engine.load(folder, 'cpu', threads=1, spin_wait=False)
+    assert sleeping.session.get_session_options().get_session_config_entry(key) == '0'

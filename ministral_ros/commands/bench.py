@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--rounds', type=int, default=1)
     parser.add_argument('--threads', type=int, default=0, help='intra-op threads for every engine (0 = default)')
     parser.add_argument('--provider', choices=('auto', 'cpu', 'cuda', 'tensorrt'), default='auto')
-    parser.add_argument('--spin-wait', action='store_true',
-                        help='let idle onnxruntime threads busy-wait (ours and optimum; genai keeps its own setting)')
+    parser.add_argument('--spin-wait', action=argparse.BooleanOptionalAction, default=True,
+                        help='idle onnxruntime threads busy-wait up to 100 us between nodes, as the node does by '
+                             'default (ours and optimum; genai keeps its own setting)')
     parser.add_argument('--json', action='store_true', help='print one JSON object instead of a table')
 
 

@@ -44,6 +44,7 @@ class BuildConfig:
     heldout_conversations: int = 40
     conversation_length: int = 3
     precision: str = 'fp32'
+    attention: str = 'bias'        # the shipped folder's graph (exported before the gqa graph existed)
     score_call_ids: bool = False   # True: keep the random call ids in the loss (the first stage of the shipped model)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -150,7 +151,7 @@ def build(out_dir: Path | str, work_dir: Path | str, config: BuildConfig | None 
 
     logger.info('4/5 exporting %s to %s at %s', hf_dir, out, config.precision)
     from ministral_ros.engine import export_model
-    export_model(hf_dir, out, config.precision, overwrite=overwrite)
+    export_model(hf_dir, out, config.precision, overwrite=overwrite, attention=config.attention)
     report['model_bytes'] = sum(f.stat().st_size for f in out.rglob('*') if f.is_file())
 
     logger.info('5/5 evaluating on held-out requests')

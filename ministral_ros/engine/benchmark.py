@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ministral_ros.engine.runtime import SPIN_LIMIT_US
+
 logger = logging.getLogger(__name__)
 
 ENGINES = ('ours', 'optimum', 'genai')
@@ -54,7 +56,7 @@ def _summarize(context: int, started: float, stamps: list[float], tokens: list[i
 
 
 def bench_ours(model_dir: Path, contexts: list[int], new_tokens: int, threads: int, provider: str = 'auto',
-               spin_wait: bool = False) -> dict:
+               spin_wait: bool = True) -> dict:
     from ministral_ros.engine import Engine, GenerationConfig
     max_context = max(contexts) + new_tokens
     engine = Engine.load(model_dir, provider, threads, max_context=max_context, spin_wait=spin_wait)
@@ -74,7 +76,7 @@ def bench_ours(model_dir: Path, contexts: list[int], new_tokens: int, threads: i
 
 
 def bench_optimum(model_dir: Path, contexts: list[int], new_tokens: int, threads: int, provider: str = 'auto',
-                  spin_wait: bool = False) -> dict:
+                  spin_wait: bool = True) -> dict:
     import onnxruntime
     import torch
     from optimum.onnxruntime import ORTModelForCausalLM
@@ -84,6 +86,8 @@ def bench_optimum(model_dir: Path, contexts: list[int], new_tokens: int, threads
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.add_session_config_entry('session.intra_op.allow_spinning', '1' if spin_wait else '0')
+    if spin_wait:
+        options.add_session_config_entry('session.intra_op.spin_duration_us', str(SPIN_LIMIT_US))
     ort_provider = 'CUDAExecutionProvider' if provider in ('cuda', 'tensorrt') else 'CPUExecutionProvider'
     model = ORTModelForCausalLM.from_pretrained(model_dir, session_options=options, provider=ort_provider)
     # optimum 2.1 does not know model_type 'ministral' and would size the empty past by attention heads
@@ -127,7 +131,7 @@ def bench_optimum(model_dir: Path, contexts: list[int], new_tokens: int, threads
 
 
 def bench_genai(model_dir: Path, contexts: list[int], new_tokens: int, threads: int, provider: str = 'auto',
-                spin_wait: bool = False) -> dict:
+                spin_wait: bool = True) -> dict:
     """onnxruntime-genai with its own session settings (``spin_wait`` does not apply: genai manages
     its threads itself)."""
     import onnxruntime_genai as og
@@ -183,11 +187,11 @@ RUNNERS = {'ours': bench_ours, 'optimum': bench_optimum, 'genai': bench_genai}
 
 
 def run_isolated(engine: str, model_dir: Path, contexts: list[int], new_tokens: int, threads: int,
-                 provider: str = 'auto', timeout_s: float = 1800, spin_wait: bool = False) -> dict:
+                 provider: str = 'auto', timeout_s: float = 1800, spin_wait: bool = True) -> dict:
     """Run one engine's bench in a fresh Python process (so its peak RSS is its own)."""
     command = [sys.executable, '-m', 'ministral_ros.engine.benchmark', engine, str(model_dir),
                '--contexts', ','.join(map(str, contexts)), '--new-tokens', str(new_tokens),
-               '--threads', str(threads), '--provider', provider, *(['--spin-wait'] if spin_wait else [])]
+               '--threads', str(threads), '--provider', provider, '--spin-wait' if spin_wait else '--no-spin-wait']
     logger.info('benchmarking %s on %s ...', engine, model_dir)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=dict(os.environ))
@@ -211,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--new-tokens', type=int, default=32)
     parser.add_argument('--threads', type=int, default=0)
     parser.add_argument('--provider', default='auto')
-    parser.add_argument('--spin-wait', action='store_true')
+    parser.add_argument('--spin-wait', action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     contexts = [int(c) for c in args.contexts.split(',') if c]

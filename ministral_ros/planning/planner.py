@@ -178,7 +178,7 @@ class Planner:
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, actions_file: str | Path | None = None,
                        config: PlannerConfig | None = None, *, provider: str = 'auto', threads: int = 0,
-                       max_context: int | None = None, spin_wait: bool = False) -> Planner:
+                       max_context: int | None = None, spin_wait: bool = True) -> Planner:
         """Load engine, tokenizer and vocabulary (the default one when ``actions_file`` is None)."""
         from ministral_ros.engine import Engine
 
