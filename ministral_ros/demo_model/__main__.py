@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument('--lr', type=float, default=TrainConfig.learning_rate)
     b.add_argument('--max-minutes', type=float, default=TrainConfig.max_minutes)
     b.add_argument('--window', type=int, default=ModelShape.window, help='sliding-window size')
+    b.add_argument('--layers', type=int, default=ModelShape.layers, help='decoder layers')
+    b.add_argument('--hidden', type=int, default=ModelShape.hidden, help='hidden size (heads x head_dim)')
+    b.add_argument('--ffn', type=int, default=ModelShape.ffn, help='feed-forward (MLP) size')
+    b.add_argument('--layer-pattern', default=','.join(ModelShape.layer_pattern),
+                   help="attention kinds repeated over the layers, e.g. 'full,sliding,sliding,sliding' "
+                        "(Ministral 8B's pattern)")
     b.add_argument('--warmup', type=int, default=TrainConfig.warmup_steps)
     b.add_argument('--threads', type=int, default=TrainConfig.threads,
                    help='torch CPU threads for training (results differ slightly with the count)')
@@ -59,6 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shape(args: argparse.Namespace) -> ModelShape:
+    """The model shape from the build flags; head_dim follows hidden / heads (4 heads, 2 KV heads)."""
+    base = ModelShape()
+    if args.hidden % base.heads:
+        raise ValueError(f'--hidden must be a multiple of {base.heads} (the head count), got {args.hidden}')
+    pattern = tuple(kind.strip() for kind in args.layer_pattern.split(',') if kind.strip())
+    return replace(base, window=args.window, layers=args.layers, hidden=args.hidden, ffn=args.ffn,
+                   head_dim=args.hidden // base.heads, layer_pattern=pattern)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s',
@@ -77,10 +93,15 @@ def main(argv: list[str] | None = None) -> int:
                                  single=args.heldout, conversations=args.conversations)
         print(json.dumps(result, indent=1, ensure_ascii=False, default=str))
         return 0
+    try:
+        shape = _shape(args)
+    except ValueError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
     train = replace(TrainConfig(), steps=args.steps, batch_examples=args.batch, learning_rate=args.lr,
                     max_minutes=args.max_minutes, seed=args.seed, warmup_steps=args.warmup,
                     threads=args.threads,
-                    shape=replace(ModelShape(), window=args.window))
+                    shape=shape)
     config = BuildConfig(seed=args.seed, single_examples=args.single_examples, history_groups=args.history_groups,
                          precision=args.precision, heldout_examples=args.heldout,
                          score_call_ids=args.score_call_ids,
