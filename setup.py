@@ -27,8 +27,8 @@ setup(
     entry_points={
         'console_scripts': [
             'ministral-ros = ministral_ros.cli:main',
-            'ministral_node = ministral_ros.ministral_node:main',
-            'ministral_speech_node = ministral_ros.speech_node:main',
+            'ministral_node = ministral_ros.node.ministral_node:main',
+            'ministral_speech_node = ministral_ros.node.speech_node:main',
         ],
     },
 )

@@ -20,18 +20,50 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
 from ministral_ros.chat.tekken import bundled_tekken_path
 from ministral_ros.chat.tokenizer import MinistralTokenizer
-from ministral_ros.planning.constraint import ConstraintOptions, ToolCallGrammar, build_lltokenizer, mask_logits
+from ministral_ros.planning.constraint import build_lltokenizer, ConstraintOptions, mask_logits, ToolCallGrammar
 from ministral_ros.planning.vocabulary import load_vocabulary
+import numpy as np
 
 
 def percentiles(values: list[float]) -> str:
     us = np.asarray(values) * 1e6
     return (f'median {np.median(us):8.1f} us  p90 {np.percentile(us, 90):8.1f} us  '
             f'p99 {np.percentile(us, 99):8.1f} us  max {us.max():8.1f} us')
+
+
+def time_mode(grammar: ToolCallGrammar, runs: int, push_to_call: bool, tool_calls: int, vocab_size: int,
+              rng: np.random.Generator) -> tuple[dict[str, list[float]], list[int], int]:
+    """Simulated generations: per-token timings by phase, output lengths, runs not ending complete.
+    With ``push_to_call`` every other run is pushed into a tool call on its first token."""
+    timings: dict[str, list[float]] = {'mask': [], 'masking': [], 'apply': [], 'accept': []}
+    lengths = []
+    incomplete = 0
+    for run in range(runs):
+        constraint = grammar.new_constraint()
+        steps = 0
+        while not constraint.is_terminated() and steps < 2000:
+            logits = rng.standard_normal(vocab_size).astype(np.float32)
+            if push_to_call and steps == 0 and run % 2 == 0:
+                logits[tool_calls] = 100.0
+            t0 = time.perf_counter()
+            allowed = constraint.allowed_mask()
+            t1 = time.perf_counter()
+            mask_logits(logits, allowed)
+            t2 = time.perf_counter()
+            token = int(np.argmax(logits))
+            t3 = time.perf_counter()
+            constraint.accept(token)
+            t4 = time.perf_counter()
+            timings['mask'].append(t1 - t0)
+            timings['masking'].append(t2 - t1)
+            timings['apply'].append(t2 - t0)
+            timings['accept'].append(t4 - t3)
+            steps += 1
+        lengths.append(steps)
+        incomplete += bool(constraint.error) or not constraint.is_terminated()
+    return timings, lengths, incomplete
 
 
 def main() -> int:
@@ -57,43 +89,16 @@ def main() -> int:
         grammar = ToolCallGrammar(vocabulary, tokenizer.hf, tokenizer.vocab_size, tokenizer.eos_id, tool_calls,
                                   options, lltokenizer=lltokenizer)
         compile_s = time.perf_counter() - started
-        mask_t: list[float] = []
-        masking_t: list[float] = []
-        apply_t: list[float] = []
-        accept_t: list[float] = []
-        lengths = []
-        incomplete = 0
-        for run in range(args.runs):
-            constraint = grammar.new_constraint()
-            steps = 0
-            while not constraint.is_terminated() and steps < 2000:
-                logits = rng.standard_normal(tokenizer.vocab_size).astype(np.float32)
-                if allow_reply and steps == 0 and run % 2 == 0:
-                    logits[tool_calls] = 100.0
-                t0 = time.perf_counter()
-                allowed = constraint.allowed_mask()
-                t1 = time.perf_counter()
-                mask_logits(logits, allowed)
-                t2 = time.perf_counter()
-                token = int(np.argmax(logits))
-                t3 = time.perf_counter()
-                constraint.accept(token)
-                t4 = time.perf_counter()
-                mask_t.append(t1 - t0)
-                masking_t.append(t2 - t1)
-                apply_t.append(t2 - t0)
-                accept_t.append(t4 - t3)
-                steps += 1
-            lengths.append(steps)
-            incomplete += bool(constraint.error) or not constraint.is_terminated()
+        timings, lengths, incomplete = time_mode(grammar, args.runs, allow_reply, tool_calls, tokenizer.vocab_size,
+                                                 rng)
         mode = 'reply allowed ' if allow_reply else 'call required '
-        print(f'\n{mode}: grammar compiled in {compile_s * 1e3:.0f} ms; {args.runs} runs, {len(apply_t)} tokens '
-              f'(output length median {int(np.median(lengths))}, max {max(lengths)}); runs not ending in a '
+        print(f'\n{mode}: grammar compiled in {compile_s * 1e3:.0f} ms; {args.runs} runs, {len(timings["apply"])} '
+              f'tokens (output length median {int(np.median(lengths))}, max {max(lengths)}); runs not ending in a '
               f'complete output: {incomplete}')
-        print(f'  mask    {percentiles(mask_t)}')
-        print(f'  masking {percentiles(masking_t)}')
-        print(f'  apply   {percentiles(apply_t)}   <- per-token cost of apply() (target median <= 1 ms)')
-        print(f'  accept  {percentiles(accept_t)}')
+        print(f'  mask    {percentiles(timings["mask"])}')
+        print(f'  masking {percentiles(timings["masking"])}')
+        print(f'  apply   {percentiles(timings["apply"])}   <- per-token cost of apply() (target median <= 1 ms)')
+        print(f'  accept  {percentiles(timings["accept"])}')
     return 0
 
 

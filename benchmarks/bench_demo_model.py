@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 import platform
 import sys
 import time
-from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,8 +48,9 @@ def main() -> int:
     phrasings = load_phrasings()
     single = evaluate_single(planner, generate_examples(phrasings, 'heldout', args.count, args.seed))
     conversations = evaluate_conversations(planner, heldout_conversations(phrasings, args.conversations, 3, args.seed))
-    result = {'model': str(args.model), 'machine': f'{platform.processor() or platform.machine()}, threads={args.threads}',
-              'load_s': load_s, 'single': single.summary(), 'conversations': conversations.summary()}
+    machine = f'{platform.processor() or platform.machine()}, threads={args.threads}'
+    result = {'model': str(args.model), 'machine': machine, 'load_s': load_s, 'single': single.summary(),
+              'conversations': conversations.summary()}
     if args.json:
         print(json.dumps(result, indent=1))
         return 0

@@ -110,6 +110,11 @@ def bench_whisper(audio_clips: list[np.ndarray], repeats: int) -> None:
                   f'RTF {spread(rtfs, digits=4)} (build+export {build_s:.1f} s)')
 
 
+def _speech_end(spans: list[tuple[float, float]], end_s: float) -> float | None:
+    """The end of the spoken command an utterance ending at ``end_s`` (VAD time) belongs to."""
+    return min((end for _, end in spans if end <= end_s + 0.05), key=lambda e: abs(end_s - e), default=None)
+
+
 def bench_latency(recording: Path, spans: list[tuple[float, float]], repeats: int) -> None:
     """Real-time replay through the capture loop: wall time from the end of each spoken command
     (as it is fed) to its final transcript; includes the VAD hang-over (vad.hangover_ms)."""
@@ -128,32 +133,68 @@ def bench_latency(recording: Path, spans: list[tuple[float, float]], repeats: in
         service = SpeechService(lambda source=source: source, pipeline, retry_s=1.0)
         service.start()
         service.finished.wait(120)
-        started = source._started
         for arrival, event in arrivals:
-            speech_end = min((end for _, end in spans if end <= event.end_s + 0.05), key=lambda e: abs(event.end_s - e),
-                             default=None)
+            speech_end = _speech_end(spans, event.end_s)
             if speech_end is not None:
-                latencies.append(arrival - (started + speech_end))
+                latencies.append(arrival - (source.started + speech_end))
                 decodes.append(event.decode_s)
     print(f'\nLatency end of speech -> final transcript (real-time replay, hang-over '
           f'{config.segmenter.hangover_ms:.0f} ms): {spread(latencies, 1000, 0)} ms over {len(latencies)} '
           f'utterances; recogniser share {spread(decodes, 1000, 0)} ms')
 
 
+class _PlanListener:
+    """A ROS node of this process that publishes transcripts to the main node and notes the
+    arrival time of each plan (by its source text) and whether the main node reported ``active``."""
+
+    def __init__(self) -> None:
+        import json
+
+        import rclpy
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from std_msgs.msg import String
+
+        rclpy.init()
+        self.node = rclpy.create_node('bench_speech_plan')
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.publisher = self.node.create_publisher(String, '/ministral/transcript', reliable)
+        self.plans: dict[str, float] = {}
+        self.active: list[bool] = []
+        self.node.create_subscription(
+            String, '/ministral/plan_json',
+            lambda m: self.plans.setdefault(json.loads(m.data)['source_text'], time.monotonic()), reliable)
+        self.node.create_subscription(
+            String, '/ministral/status', lambda m: self.active.append(json.loads(m.data).get('state') == 'active'),
+            latched)
+
+    def publish(self, event) -> None:
+        from ministral_ros.speech.transcript import transcript_payload
+        from std_msgs.msg import String
+
+        self.publisher.publish(String(data=transcript_payload(event)))
+
+    def spin_once(self, timeout_s: float) -> None:
+        import rclpy
+
+        rclpy.spin_once(self.node, timeout_sec=timeout_s)
+
+    def close(self) -> None:
+        import rclpy
+
+        self.node.destroy_node()
+        rclpy.shutdown()
+
+
 def bench_plan_latency(recording: Path, spans: list[tuple[float, float]], model_dir: str) -> None:
     """End of speech -> final transcript -> plan on /ministral/plan_json, main node in its own process."""
-    import json
     import os
     import shutil
     import signal
     import subprocess
 
-    import rclpy
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from std_msgs.msg import String
-
-    from ministral_ros.node_params import NodeSettings
-    from ministral_ros.speech_node import transcript_payload
+    from ministral_ros.node.params import NodeSettings
 
     model = Path(model_dir) if model_dir else NodeSettings().resolved_model_dir()
     script = shutil.which('ministral_node')
@@ -163,59 +204,56 @@ def bench_plan_latency(recording: Path, spans: list[tuple[float, float]], model_
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     command = [script, '--ros-args', '-p', f'model_dir:={model}']
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    rclpy.init()
-    node = rclpy.create_node('bench_speech_plan')
-    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    publisher = node.create_publisher(String, '/ministral/transcript', reliable)
-    plans: dict[str, float] = {}
-    active = []
-    node.create_subscription(String, '/ministral/plan_json',
-                             lambda m: plans.setdefault(json.loads(m.data)['source_text'], time.monotonic()), reliable)
-    node.create_subscription(String, '/ministral/status',
-                             lambda m: active.append(json.loads(m.data).get('state') == 'active'), latched)
-    finals: list[tuple[float, object]] = []
+    listener = _PlanListener()
     try:
         deadline = time.monotonic() + 120
-        while not any(active) or publisher.get_subscription_count() < 1:
-            rclpy.spin_once(node, timeout_sec=0.1)
+        while not any(listener.active) or listener.publisher.get_subscription_count() < 1:
+            listener.spin_once(0.1)
             if time.monotonic() > deadline:
                 print('\nLatency to plan: the main node did not become active in 120 s')
                 return
-        config = load_config(overrides={'input': f'file:{recording}'})
-
-        def publish(event) -> None:
-            if event.final:
-                finals.append((time.monotonic(), event))
-            publisher.publish(String(data=transcript_payload(event)))
-
-        pipeline = SpeechPipeline(create_segmenter(config), create_recognizer(config), publish,
-                                  partial_interval_ms=config.partial_interval_ms)
-        source = FileSource(recording, realtime=True)
-        service = SpeechService(lambda: source, pipeline, retry_s=1.0)
-        service.start()
-        while not service.finished.is_set() or len(plans) < len(finals):
-            rclpy.spin_once(node, timeout_sec=0.05)
-            if time.monotonic() > deadline + 120:
-                break
-        to_transcript, to_plan = [], []
-        for arrival, event in finals:
-            speech_end = min((end for _, end in spans if end <= event.end_s + 0.05),
-                             key=lambda e: abs(event.end_s - e), default=None)
-            if speech_end is None or event.text not in plans:
-                continue
-            to_transcript.append(arrival - (source._started + speech_end))
-            to_plan.append(plans[event.text] - (source._started + speech_end))
+        to_transcript, to_plan = _replay_to_plans(recording, spans, listener, deadline + 120)
         print(f'\nLatency end of speech -> plan (main node on {model.name}): {spread(to_plan, 1000, 0)} ms; '
               f'-> transcript {spread(to_transcript, 1000, 0)} ms over {len(to_plan)} commands')
     finally:
-        node.destroy_node()
-        rclpy.shutdown()
+        listener.close()
         process.send_signal(signal.SIGINT)
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def _replay_to_plans(recording: Path, spans: list[tuple[float, float]], listener: _PlanListener,
+                     deadline: float) -> tuple[list[float], list[float]]:
+    """Replay ``recording`` in real time, publishing every transcript as the speech node does, until
+    each final transcript has its plan (or ``deadline``); the delays from each speech end to its
+    final transcript and to its plan (seconds)."""
+    config = load_config(overrides={'input': f'file:{recording}'})
+    finals: list[tuple[float, object]] = []
+
+    def publish(event) -> None:
+        if event.final:
+            finals.append((time.monotonic(), event))
+        listener.publish(event)
+
+    pipeline = SpeechPipeline(create_segmenter(config), create_recognizer(config), publish,
+                              partial_interval_ms=config.partial_interval_ms)
+    source = FileSource(recording, realtime=True)
+    service = SpeechService(lambda: source, pipeline, retry_s=1.0)
+    service.start()
+    while not service.finished.is_set() or len(listener.plans) < len(finals):
+        listener.spin_once(0.05)
+        if time.monotonic() > deadline:
+            break
+    to_transcript, to_plan = [], []
+    for arrival, event in finals:
+        speech_end = _speech_end(spans, event.end_s)
+        if speech_end is None or event.text not in listener.plans:
+            continue
+        to_transcript.append(arrival - (source.started + speech_end))
+        to_plan.append(listener.plans[event.text] - (source.started + speech_end))
+    return to_transcript, to_plan
 
 
 def main() -> int:

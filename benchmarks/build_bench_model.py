@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 import shutil
 import sys
 import time
-from pathlib import Path
 
-from ministral_ros.engine.exporter import export_model
-from ministral_ros.engine.peers import build_genai_folder, build_optimum_folder, write_synthetic_tokenizer
-from ministral_ros.engine.random_checkpoint import CheckpointShape, write_random_checkpoint
+from ministral_ros.export.exporter import export_model
+from ministral_ros.export.peers import build_genai_folder, build_optimum_folder, write_synthetic_tokenizer
+from ministral_ros.export.random_checkpoint import CheckpointShape, write_random_checkpoint
 
 logger = logging.getLogger('build_bench_model')
 

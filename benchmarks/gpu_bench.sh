@@ -51,7 +51,8 @@ log "providers: greedy tokens of the tiny model on each GPU provider (and auto) 
 timeout 400 "$PYTHON" - "$WORK/providers" $([ "$DRY_RUN" = 1 ] && echo cpu || echo auto cuda $TRT_PROVIDER) <<'PY' 2>&1 | grep -E "^provider|Error" | tee -a "$OUT/gpu_bench.txt" || log "provider check failed or timed out"
 import sys, time
 from pathlib import Path
-from ministral_ros.engine import CheckpointShape, Engine, GenerationConfig, export_model, write_random_checkpoint
+from ministral_ros.engine import Engine, GenerationConfig
+from ministral_ros.export import CheckpointShape, export_model, write_random_checkpoint
 root = Path(sys.argv[1])
 if not (root / 'model' / 'manifest.json').exists():
     write_random_checkpoint(root / 'src', CheckpointShape(layers=4, window=16, layer_pattern=('full', 'sliding')))

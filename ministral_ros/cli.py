@@ -7,10 +7,10 @@ when their subcommand runs, so ``ministral-ros tokenize`` never pays for importi
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
 
 SUBCOMMANDS: dict[str, str] = {
     'export': 'ministral_ros.commands.export',
@@ -27,7 +27,9 @@ class CommandError(Exception):
 
 
 def build_parser(selected: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='ministral-ros', description="Offline Ministral for robots: export, generate, tokenize, plan, transcribe, bench.")
+    parser = argparse.ArgumentParser(
+        prog='ministral-ros',
+        description='Offline Ministral for robots: export, generate, tokenize, plan, transcribe, bench.')
     parser.add_argument('-v', '--verbose', action='store_true', help='debug logging on stderr')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
     for name, module_name in SUBCOMMANDS.items():

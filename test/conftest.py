@@ -44,9 +44,8 @@ def tok():
 @pytest.fixture(scope='module')
 def reference():
     """mistral-common's tokenizer on the same file: the independent reference."""
-    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
-
     from ministral_ros.chat.tekken import bundled_tekken_path
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
     return MistralTokenizer.from_file(str(bundled_tekken_path()))
 

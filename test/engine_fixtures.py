@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ministral_ros.export.random_checkpoint import CheckpointShape, write_random_checkpoint
 import numpy as np
-
-from ministral_ros.engine.random_checkpoint import CheckpointShape, write_random_checkpoint
 
 WINDOW = 16
 INTERLEAVED = CheckpointShape(layers=4, hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=128, vocab=256,
@@ -19,7 +18,7 @@ def build(root: Path, shape: CheckpointShape, precisions: tuple[str, ...] = ('fp
           seed: int = 0) -> dict[str, Path]:
     """Write the checkpoint to root/src and export it at each precision to root/<precision>; a name
     like ``fp32-bias`` exports that precision with the ``bias`` attention graph (default ``gqa``)."""
-    from ministral_ros.engine.exporter import export_model
+    from ministral_ros.export.exporter import export_model
     src = write_random_checkpoint(root / 'src', shape, seed=seed)
     folders = {'src': src}
     for name in precisions:

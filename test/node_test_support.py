@@ -12,6 +12,7 @@ from typing import Any
 
 from ministral_ros.planning.backend import PlanRequest
 from ministral_ros.planning.plan import Action, ActionResult, Plan, PlanStatus
+from ministral_ros.planning.vocabulary import ActionVocabulary
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -24,7 +25,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 
 class ScriptedBackend:
     """A PlanBackend test double: "move N" -> move(distance_m=N); "slow" blocks until cancelled
-    (or ``slow_s``); "explode" raises; anything else is a reply. Records what it was given."""
+    (or ``slow_s``); "explode" raises; anything else is a reply. Records what it was given. No
+    vocabulary to check ``stop_action`` against, no local engine (``provider`` is '')."""
+
+    vocabulary: ActionVocabulary | None = None
 
     def __init__(self, slow_s: float = 30.0) -> None:
         self.slow_s = slow_s
@@ -69,6 +73,10 @@ class ScriptedBackend:
         self.retracted.append(request_id)
         return True
 
+    @property
+    def provider(self) -> str:
+        return ''
+
     def close(self) -> None:
         self.closed = True
 
@@ -106,7 +114,7 @@ def build_tiny_model(root: Path) -> Path:
     weights: the node tests check plumbing, so plans are compared with the same Planner run
     directly, never with expected words. About 5 s on 2 cores."""
     from ministral_ros.demo_model.tokenizer_builder import save_tokenizer, train_tokenizer
-    from ministral_ros.engine import CheckpointShape, export_model, write_random_checkpoint
+    from ministral_ros.export import CheckpointShape, export_model, write_random_checkpoint
 
     corpus = ['move forward two meters', 'turn left ninety degrees', 'go to the kitchen',
               '{"name": "move", "arguments": {"distance_m": 1.0}}', 'pick up the red cup'] * 40

@@ -5,25 +5,24 @@ import copy
 import json
 from pathlib import Path
 
-import pytest
-from test_chat_support import converted_tokenizer, reference_tokenizer, small_tekken
-
+from ministral_ros.chat.openai_request import from_openai_request
 from ministral_ros.chat.prompt import (
     ChatFormatError,
     ChatMessage,
     ChatRequest,
-    ToolCall,
-    ToolSpec,
     common_prefix_length,
-    from_openai_request,
     generate_call_id,
     render_assistant_turn,
     render_chat,
     render_prompt,
-    render_tools_prefix,
     tool_calls_json,
+    ToolCall,
+    tools_json,
+    ToolSpec,
 )
 from ministral_ros.chat.tokenizer import MinistralTokenizer
+import pytest
+from test_chat_support import converted_tokenizer, reference_tokenizer, small_tekken
 
 # -- request corpus -------------------------------------------------------------------------------
 
@@ -97,15 +96,17 @@ ACCEPTED: dict[str, dict] = {
     'several_tools_system': {'messages': [system(SYSTEM), user('Bring me the red cup.')], 'tools': ROBOT_TOOLS},
     'empty_tools_list': {'messages': [user('Hi')], 'tools': []},
     'multi_turn_no_tools': {'messages': [user('Hi'), assistant('Hello! How can I help?'), user('Tell a joke.')]},
-    'multi_turn_tools_last_user': {'messages': [system(SYSTEM), user('Hi'), assistant('Hello.'), user('Go to the dock.')],
+    'multi_turn_tools_last_user': {'messages': [system(SYSTEM), user('Hi'), assistant('Hello.'),
+                                                user('Go to the dock.')],
                                    'tools': ROBOT_TOOLS},
     'tool_call_and_result': {'messages': [user('Go to the kitchen.'),
                                           assistant(calls=[call('navigate_to', {'place': 'kitchen'}, 'abc123XYZ')]),
                                           tool('{"status": "succeeded", "seconds": 12.5}', 'abc123XYZ')],
                              'tools': ROBOT_TOOLS},
     'several_calls_one_turn': {'messages': [system(SYSTEM), user('Go to the kitchen and pick the cup.'),
-                                            assistant(calls=[call('navigate_to', {'place': 'kitchen', 'speed': 0.5}, 'call00001'),
-                                                             call('pick', {'object': 'cup'}, 'call00002')]),
+                                            assistant(calls=[
+                                                call('navigate_to', {'place': 'kitchen', 'speed': 0.5}, 'call00001'),
+                                                call('pick', {'object': 'cup'}, 'call00002')]),
                                             tool('{"status": "succeeded"}', 'call00001'),
                                             tool('{"status": "failed", "reason": "cup not found"}', 'call00002')],
                                'tools': ROBOT_TOOLS},
@@ -147,12 +148,14 @@ ACCEPTED: dict[str, dict] = {
                                         tool('ok', 'badj00001')], 'tools': ROBOT_TOOLS},
     'arguments_empty_string': {'messages': [user('x'), assistant(calls=[call('stop', '', 'empt00001')]),
                                             tool('ok', 'empt00001')], 'tools': ROBOT_TOOLS},
-    'arguments_as_object': {'messages': [user('x'), assistant(calls=[{'id': 'objc00001', 'type': 'function', 'function': {
-        'name': 'say', 'arguments': {'text': 'Grüß Gott 👋', 'nested': {'a': [1, 2.5, None, True]}}}}]),
+    'arguments_as_object': {'messages': [
+        user('x'),
+        assistant(calls=[{'id': 'objc00001', 'type': 'function', 'function': {
+            'name': 'say', 'arguments': {'text': 'Grüß Gott 👋', 'nested': {'a': [1, 2.5, None, True]}}}}]),
         tool('{"ok": true}', 'objc00001')], 'tools': ROBOT_TOOLS},
-    'arguments_spacing_normalised': {'messages': [user('x'), assistant(calls=[call('navigate_to', '{"place":"dock","speed":1e-1}',
-                                                                                   'spac00001')]),
-                                                  tool('{ "ok" :true }', 'spac00001')], 'tools': ROBOT_TOOLS},
+    'arguments_spacing_normalised': {'messages': [
+        user('x'), assistant(calls=[call('navigate_to', '{"place":"dock","speed":1e-1}', 'spac00001')]),
+        tool('{ "ok" :true }', 'spac00001')], 'tools': ROBOT_TOOLS},
     'tool_without_description_or_parameters': {'messages': [user('Stop')], 'tools': [
         {'type': 'function', 'function': {'name': 'stop'}},
         {'function': {'name': 'halt', 'description': None, 'parameters': None, 'strict': True, 'extra': 1}}]},
@@ -183,27 +186,32 @@ REJECTED: dict[str, dict] = {
     'assistant_runs_mix_text_and_calls': {'messages': [user('Hi'), assistant('Sure'),
                                                        assistant(calls=[call('stop', {}, 'abcdefghi')]),
                                                        tool('x', 'abcdefghi')]},
-    'call_id_wrong_length': {'messages': [user('Hi'), assistant(calls=[call('stop', {}, 'call_1')]), tool('x', 'call_1')]},
+    'call_id_wrong_length': {'messages': [user('Hi'), assistant(calls=[call('stop', {}, 'call_1')]),
+                                          tool('x', 'call_1')]},
     'call_id_missing': {'messages': [user('Hi'), assistant(calls=[{'type': 'function',
                                                                    'function': {'name': 'stop', 'arguments': '{}'}}]),
                                      tool('x', 'abcdefghi')]},
     'tool_call_id_missing': {'messages': [user('Hi'), assistant(calls=[call('stop', {}, 'abcdefghi')]),
                                           {'role': 'tool', 'content': 'x'}]},
-    'tool_call_id_bad': {'messages': [user('Hi'), assistant(calls=[call('stop', {}, 'abcdefghi')]), tool('x', 'abc-defgh')]},
+    'tool_call_id_bad': {'messages': [user('Hi'), assistant(calls=[call('stop', {}, 'abcdefghi')]),
+                                      tool('x', 'abc-defgh')]},
     'too_many_results': {'messages': [user('Hi'), assistant(calls=[call('stop', {}, 'abcdefghi')]),
                                       tool('x', 'abcdefghi'), tool('y', 'abcdefghi'), assistant('ok'), user('u')]},
-    'too_few_results': {'messages': [user('Hi'), assistant(calls=[call('stop', {}, 'abcdefgh1'), call('stop', {}, 'abcdefgh2')]),
+    'too_few_results': {'messages': [user('Hi'),
+                                     assistant(calls=[call('stop', {}, 'abcdefgh1'), call('stop', {}, 'abcdefgh2')]),
                                      tool('x', 'abcdefgh1'), assistant('ok'), user('u')]},
     'bad_function_name_in_call': {'messages': [user('Hi'), assistant(calls=[call('go to', {}, 'abcdefghi')]),
                                                tool('x', 'abcdefghi')]},
-    'bad_tool_name': {'messages': [user('Hi')], 'tools': [{'type': 'function', 'function': {'name': 'go to', 'parameters': {}}}]},
+    'bad_tool_name': {'messages': [user('Hi')],
+                      'tools': [{'type': 'function', 'function': {'name': 'go to', 'parameters': {}}}]},
     'bad_tool_schema': {'messages': [user('Hi')], 'tools': [{'type': 'function', 'function': {
         'name': 'go', 'parameters': {'type': 'nonsense'}}}]},
     'tool_without_function': {'messages': [user('Hi')], 'tools': [{'type': 'function'}]},
     'tool_parameters_not_object': {'messages': [user('Hi')], 'tools': [{'type': 'function', 'function': {
         'name': 'go', 'parameters': [1, 2]}}]},
     'unknown_role': {'messages': [{'role': 'robot', 'content': 'beep'}]},
-    'image_part': {'messages': [{'role': 'user', 'content': [{'type': 'image_url', 'image_url': {'url': 'http://x/y.png'}}]}]},
+    'image_part': {'messages': [{'role': 'user',
+                                 'content': [{'type': 'image_url', 'image_url': {'url': 'http://x/y.png'}}]}]},
     'continue_final_without_assistant': {'messages': [user('Hi')], 'continue_final_message': True},
     'user_without_content': {'messages': [{'role': 'user'}]},
     'user_content_none': {'messages': [{'role': 'user', 'content': None}]},
@@ -355,7 +363,8 @@ def _fuzz_valid(rng) -> dict:
         if kind < 0.5:
             ids = [''.join(rng.choice('abcXYZ019') for _ in range(9)) for _ in range(rng.randint(1, 3))]
             messages.append(assistant(rng.choice([None, '']), [_fuzz_call(rng, i) for i in ids]))
-            messages += [tool(rng.choice(['{"ok": true}', '', 'done', '42', '"s"', 'null', '[1,2]', '日本']), i) for i in ids]
+            results = ['{"ok": true}', '', 'done', '42', '"s"', 'null', '[1,2]', '日本']
+            messages += [tool(rng.choice(results), i) for i in ids]
             if rng.random() < 0.5:
                 messages.append(assistant(rng.choice(['Done.', 'ok  ', ' '])))
         elif kind < 0.8:
@@ -401,14 +410,23 @@ def test_prompt_ends_where_generation_starts(tokenizer) -> None:
             assert last in (tokenizer.control_id('[/INST]'), tokenizer.control_id('[/TOOL_RESULTS]')), name
 
 
+def tools_prefix(tools, tokenizer) -> list[int]:
+    """``<s>[AVAILABLE_TOOLS]<tools>[/AVAILABLE_TOOLS][INST]`` (``<s>[INST]`` without tools)."""
+    control = tokenizer.control_id
+    tokens = [control('<s>')]
+    if tools:
+        tokens += [control('[AVAILABLE_TOOLS]'), *tokenizer.encode(tools_json(tools)), control('[/AVAILABLE_TOOLS]')]
+    return tokens + [control('[INST]')]
+
+
 def test_tools_prefix_is_shared_by_single_turn_prompts(tokenizer, reference) -> None:
     tools = from_openai_request({'messages': [user('x')], 'tools': ROBOT_TOOLS}).tools
-    prefix = render_tools_prefix(tools, tokenizer)
+    prefix = tools_prefix(tools, tokenizer)
     for text in ('Go to the kitchen.', '', '  leading space', '\n\nnewlines', '日本語'):
         for messages in ([user(text)], [system(SYSTEM), user(text)]):
             expected = _reference_ids(reference, {'messages': messages, 'tools': ROBOT_TOOLS})
             assert expected[:len(prefix)] == prefix
-    assert render_tools_prefix((), tokenizer) == _reference_ids(reference, {'messages': [user('')]})[:2]
+    assert tools_prefix((), tokenizer) == _reference_ids(reference, {'messages': [user('')]})[:2]
     multi = _reference_ids(reference, ACCEPTED['multi_turn_tools_last_user'])
     assert common_prefix_length(prefix, multi) == 1, 'multi-turn prompts share only <s> with the tools prefix'
 
@@ -426,10 +444,12 @@ def test_assistant_turn_format_matches_reference_history(tokenizer, reference) -
              ToolCall('pick', {'object': 'cup'}, 'def456UVW'))
     turn = render_assistant_turn(ChatMessage('assistant', tool_calls=calls), tokenizer)
     assert tool_calls_json(calls) == ('[{"name": "navigate_to", "arguments": {"place": "kitchen", "speed": 0.5}, '
-                                      '"id": "abc123XYZ"}, {"name": "pick", "arguments": {"object": "cup"}, "id": "def456UVW"}]')
+                                      '"id": "abc123XYZ"}, {"name": "pick", "arguments": {"object": "cup"}, '
+                                      '"id": "def456UVW"}]')
     assert turn[0] == tokenizer.control_id('[TOOL_CALLS]') and turn[-1] == tokenizer.eos_id
     head = [user('Go'), assistant(calls=[call(c.name, c.arguments, c.id) for c in calls])]
-    full = _reference_ids(reference, {'messages': [*head, tool('1', 'abc123XYZ'), tool('2', 'def456UVW')], 'tools': ROBOT_TOOLS})
+    full = _reference_ids(reference, {'messages': [*head, tool('1', 'abc123XYZ'), tool('2', 'def456UVW')],
+                                      'tools': ROBOT_TOOLS})
     before = _reference_ids(reference, {'messages': head[:1], 'tools': ROBOT_TOOLS})
     assert full[len(before):len(before) + len(turn)] == turn
     text_turn = render_assistant_turn(ChatMessage('assistant', 'On my way.  '), tokenizer, final=False)
@@ -445,7 +465,8 @@ def test_dataclass_api_equals_openai_parsing(tokenizer) -> None:
         ChatMessage('tool', '{"status": "succeeded"}', tool_call_id='call00001'),
         ChatMessage('tool', '{"status": "failed", "reason": "cup not found"}', tool_call_id='call00002'),
     ]
-    tools = [ToolSpec(t['function']['name'], t['function']['description'], t['function']['parameters']) for t in ROBOT_TOOLS]
+    tools = [ToolSpec(t['function']['name'], t['function']['description'], t['function']['parameters'])
+             for t in ROBOT_TOOLS]
     assert render_chat(messages, tokenizer, tools) == render_prompt(from_openai_request(request), tokenizer)
 
 
@@ -494,7 +515,7 @@ def test_malformed_request_shapes(bad, message: str) -> None:
 
 
 def test_tokenizer_without_control_tokens_is_reported(tmp_path: Path) -> None:
-    from tokenizers import AddedToken, Tokenizer, decoders, models
+    from tokenizers import AddedToken, decoders, models, Tokenizer
 
     hf = Tokenizer(models.BPE(vocab={'<s>': 0, '</s>': 1, 'a': 2}, merges=[]))
     hf.decoder = decoders.ByteLevel()
@@ -512,4 +533,5 @@ def test_renderer_works_with_another_tokenizer_keeping_the_control_ids(tmp_path:
     reference = MistralTokenizer.from_file(str(tekken))
     for name in ('several_calls_one_turn', 'long_history', 'unicode_user', 'tool_result_number_and_unicode'):
         request = ACCEPTED[name]
-        assert render_prompt(from_openai_request(copy.deepcopy(request)), small) == _reference_ids(reference, request), name
+        ours = render_prompt(from_openai_request(copy.deepcopy(request)), small)
+        assert ours == _reference_ids(reference, request), name

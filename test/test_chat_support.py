@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from pathlib import Path
+import time
 
 from ministral_ros.chat.tekken import bundled_tekken_path, convert_tekken
 

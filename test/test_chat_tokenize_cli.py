@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import shutil
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
-from test_chat_support import converted_model_dir, reference_tokenizer
 
 from ministral_ros.chat.tekken import bundled_tekken_path
 from ministral_ros.cli import main
+import pytest
+from test_chat_support import converted_model_dir, reference_tokenizer
 
 REQUEST = {
     'model': 'ministral-8b', 'temperature': 0.2,
@@ -19,7 +18,8 @@ REQUEST = {
         {'role': 'system', 'content': 'You control a robot.'},
         {'role': 'user', 'content': 'Go to the kitchen 🍳'},
         {'role': 'assistant', 'content': None, 'tool_calls': [
-            {'id': 'Kt0Pq9Zx1', 'type': 'function', 'function': {'name': 'navigate_to', 'arguments': '{"place": "kitchen"}'}}]},
+            {'id': 'Kt0Pq9Zx1', 'type': 'function',
+             'function': {'name': 'navigate_to', 'arguments': '{"place": "kitchen"}'}}]},
         {'role': 'tool', 'tool_call_id': 'Kt0Pq9Zx1', 'content': '{"status": "succeeded"}'},
     ],
     'tools': [{'type': 'function', 'function': {
@@ -37,7 +37,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def expected_ids() -> list[int]:
     from mistral_common.protocol.instruct.request import ChatCompletionRequest
 
-    request = ChatCompletionRequest.from_openai(messages=json.loads(json.dumps(REQUEST['messages'])), tools=REQUEST['tools'])
+    request = ChatCompletionRequest.from_openai(messages=json.loads(json.dumps(REQUEST['messages'])),
+                                                tools=REQUEST['tools'])
     return reference_tokenizer().encode_chat_completion(request).tokens
 
 
@@ -56,8 +57,10 @@ def test_prints_reference_token_ids(tmp_path: Path, model_dir: Path, expected_id
     assert result['token_ids'] == expected_ids
     assert result['num_tokens'] == len(expected_ids)
     assert result['text'].startswith('<s>[AVAILABLE_TOOLS][{"type": "function", "function": {"name": "navigate_to"')
-    assert '[INST]You control a robot.\n\nGo to the kitchen 🍳[/INST][TOOL_CALLS][{"name": "navigate_to"' in result['text']
-    assert result['text'].endswith('[TOOL_RESULTS]{"content": {"status": "succeeded"}, "call_id": "Kt0Pq9Zx1"}[/TOOL_RESULTS]')
+    assert ('[INST]You control a robot.\n\nGo to the kitchen 🍳[/INST][TOOL_CALLS][{"name": "navigate_to"'
+            in result['text'])
+    assert result['text'].endswith(
+        '[TOOL_RESULTS]{"content": {"status": "succeeded"}, "call_id": "Kt0Pq9Zx1"}[/TOOL_RESULTS]')
     assert out.count('\n') == 1, 'one JSON object on one line'
     status, out, _ = _run(['tokenize', str(model_dir / 'tokenizer.json'), '--request', str(request_file)], capsys)
     assert status == 0 and json.loads(out)['token_ids'] == expected_ids, 'a tokenizer file path works too'

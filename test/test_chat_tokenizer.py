@@ -3,19 +3,13 @@ from __future__ import annotations
 
 import base64
 import json
-import random
 from pathlib import Path
+import random
 
+from ministral_ros.chat.tekken import bundled_tekken_path, convert_tekken, read_tekken, TekkenFormatError
+from ministral_ros.chat.tokenizer import MinistralTokenizer, TokenizerLoadError
 import pytest
 from test_chat_support import converted_tokenizer, small_tekken
-
-from ministral_ros.chat.tekken import (
-    TekkenFormatError,
-    bundled_tekken_path,
-    convert_tekken,
-    read_tekken,
-)
-from ministral_ros.chat.tokenizer import MinistralTokenizer, TokenizerLoadError
 
 HANDWRITTEN = [
     '', ' ', '  ', '\n', '\n\n\n', '\t\t x', '\r\n\r\n  \n', 'a  \t  b', '   trailing   ',
@@ -130,15 +124,25 @@ def test_decode_matches_reference_including_cut_characters(tokenizer, tekkenizer
     assert stream.push(np.int32(tokenizer.eos_id)) == ''
 
 
+def _is_complete_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode('utf-8')
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def test_stream_decoder_never_emits_half_a_character(tokenizer) -> None:
     texts = [t for t in HANDWRITTEN if t] + _random_texts(300, seed=11)
     split_seen = False
     for text in texts:
         stream = tokenizer.stream_decoder()
         pieces = []
+        raw = b''
         for token_id in tokenizer.encode(text):
             piece = stream.push(token_id)
-            split_seen |= stream.pending_bytes > 0
+            raw += tokenizer.token_bytes(token_id)
+            split_seen |= not _is_complete_utf8(raw)       # bytes held back: a character split across tokens
             assert '\ufffd' not in piece, (text, token_id)
             piece.encode('utf-8')  # a lone surrogate would raise here
             pieces.append(piece)
@@ -152,7 +156,7 @@ def test_stream_decoder_agrees_with_decode_on_arbitrary_ids(tokenizer) -> None:
     for _ in range(200):
         ids = [rng.randrange(tokenizer.vocab_size) for _ in range(rng.randint(1, 10))]
         stream = tokenizer.stream_decoder()
-        assert stream.push_many(ids) + stream.flush() == tokenizer.decode(ids)
+        assert ''.join(stream.push(token_id) for token_id in ids) + stream.flush() == tokenizer.decode(ids)
     emoji_ids = tokenizer.encode('🤖')
     assert len(emoji_ids) > 1, 'the robot emoji is split over byte tokens in tekken'
     stream = tokenizer.stream_decoder()
@@ -222,7 +226,7 @@ def test_unreadable_inputs_give_clear_errors(tmp_path: Path) -> None:
 
 
 def test_tokenizer_without_bos_eos_is_rejected(tmp_path: Path) -> None:
-    from tokenizers import Tokenizer, models
+    from tokenizers import models, Tokenizer
 
     bare = Tokenizer(models.BPE(vocab={'a': 0, 'b': 1}, merges=[]))
     with pytest.raises(TokenizerLoadError, match='<s>'):
@@ -232,7 +236,7 @@ def test_tokenizer_without_bos_eos_is_rejected(tmp_path: Path) -> None:
 
 
 def test_non_byte_level_tokenizer_is_rejected() -> None:
-    from tokenizers import AddedToken, Tokenizer, decoders, models
+    from tokenizers import AddedToken, decoders, models, Tokenizer
 
     hf = Tokenizer(models.BPE(vocab={'<s>': 0, '</s>': 1, '▁a': 2}, merges=[]))
     hf.add_special_tokens([AddedToken('<s>', special=True), AddedToken('</s>', special=True)])

@@ -4,12 +4,11 @@ Skipped only when the folder is absent (a checkout without the model); the lead 
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
-
-import pytest
+import threading
 
 from ministral_ros.demo_model.build import DEFAULT_MODEL_NAME
+import pytest
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / 'models' / DEFAULT_MODEL_NAME
 pytestmark = pytest.mark.skipif(not (MODEL_DIR / 'manifest.json').is_file(),
@@ -32,8 +31,8 @@ def _plan(planner, text: str):
 
 
 def test_folder_is_small_and_verified():
-    from ministral_ros.engine import verify_model_dir
     from ministral_ros.chat.tokenizer import MinistralTokenizer
+    from ministral_ros.engine import verify_model_dir
 
     size = sum(f.stat().st_size for f in MODEL_DIR.rglob('*') if f.is_file())
     assert size <= MAX_BYTES, f'{MODEL_DIR} is {size} bytes; the limit is {MAX_BYTES}'

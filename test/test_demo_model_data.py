@@ -4,16 +4,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-import yaml
-
 from ministral_ros.chat.tokenizer import MinistralTokenizer
 from ministral_ros.demo_model import numbers
 from ministral_ros.demo_model.build import heldout_conversations, validate_examples
-from ministral_ros.demo_model.generator import MAX_CALLS, generate_examples
-from ministral_ros.demo_model.phrasings import DEFAULT_PHRASINGS, PhrasingsError, load_phrasings
-from ministral_ros.demo_model.tokenizer_builder import CONTROL_TOKENS, check_control_ids, train_tokenizer
+from ministral_ros.demo_model.generator import generate_examples, MAX_CALLS
+from ministral_ros.demo_model.phrasings import DEFAULT_PHRASINGS, load_phrasings, PhrasingsError
+from ministral_ros.demo_model.tokenizer_builder import check_control_ids, CONTROL_TOKENS, train_tokenizer
 from ministral_ros.planning.vocabulary import load_vocabulary
+import pytest
+import yaml
 
 TEKKEN_CONTROL_IDS = {'<unk>': 0, '<s>': 1, '</s>': 2, '[INST]': 3, '[/INST]': 4, '[AVAILABLE_TOOLS]': 5,
                       '[/AVAILABLE_TOOLS]': 6, '[TOOL_RESULTS]': 7, '[/TOOL_RESULTS]': 8, '[TOOL_CALLS]': 9}
@@ -58,7 +57,8 @@ def test_heldout_uses_only_heldout_templates(phrasings):
 
 def test_generated_calls_match_the_default_vocabulary(phrasings):
     vocabulary = load_vocabulary()
-    examples = generate_examples(phrasings, 'train', 2000, seed=5) + generate_examples(phrasings, 'heldout', 800, seed=5)
+    examples = (generate_examples(phrasings, 'train', 2000, seed=5)
+                + generate_examples(phrasings, 'heldout', 800, seed=5))
     assert validate_examples(examples, vocabulary) == []
     names = {c.name for e in examples for c in e.calls}
     assert names == set(vocabulary.names), 'every action of the default vocabulary is covered'
@@ -123,7 +123,7 @@ def test_phrasings_errors_name_the_problem(tmp_path):
     bad_slot = dict(data)
     bad_slot['intents'] = dict(data['intents'])
     bad_slot['intents']['pick'] = {'train': ['pick up the {thing}'], 'heldout': ['collect the {object}']}
-    with pytest.raises(PhrasingsError, match=r"unknown slot.*thing"):
+    with pytest.raises(PhrasingsError, match=r'unknown slot.*thing'):
         load_phrasings(_write(tmp_path, bad_slot))
     empty = dict(data)
     empty['places'] = {}
@@ -148,8 +148,8 @@ def test_tokenizer_keeps_the_tekken_control_ids(small_tokenizer):
 
 def test_tokenizer_matches_the_reference_tekken_split(small_tokenizer):
     """Same pre-tokenisation as the real tekken (digits one by one, words with their leading space)."""
-    from ministral_ros.chat.tokenizer import MinistralTokenizer as Reference
     from ministral_ros.chat.tekken import bundled_tekken_path
+    from ministral_ros.chat.tokenizer import MinistralTokenizer as Reference
     reference = Reference.from_tekken(bundled_tekken_path())
     for text in ('move 25 cm', 'Turn 360 degrees left, then stop.'):
         ours = small_tokenizer.hf.pre_tokenizer.pre_tokenize_str(text)
@@ -164,7 +164,7 @@ def test_too_small_vocab_is_refused():
 
 def test_planner_rendered_sequences(phrasings, small_tokenizer):
     """Training sequences are the planner's own prompt + the renderer's assistant turn."""
-    from ministral_ros.chat.prompt import ChatMessage, ToolCall, render_chat
+    from ministral_ros.chat.prompt import ChatMessage, render_chat, ToolCall
     from ministral_ros.demo_model.dataset import DemoRenderer, history_groups
 
     vocabulary = load_vocabulary()

@@ -3,12 +3,19 @@ from __future__ import annotations
 
 import random
 
+from ministral_ros.demo_model.train import (
+    build_model,
+    EncodedExample,
+    make_batch,
+    ModelShape,
+    plan_batches,
+    prefix_batch_loss,
+    train,
+    TrainConfig,
+)
 import pytest
 
-torch = pytest.importorskip('torch')
-
-from ministral_ros.demo_model.train import (EncodedExample, ModelShape, TrainConfig, build_model, make_batch,  # noqa: E402
-                                            plan_batches, prefix_batch_loss, train)
+torch = pytest.importorskip('torch')  # train.py imports torch only inside its functions
 
 SHAPE = ModelShape(layers=4, hidden=32, heads=4, kv_heads=2, head_dim=8, ffn=64, window=6)
 

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from engine_fixtures import INTERLEAVED, build, reference_greedy, reference_model
+from engine_fixtures import build, INTERLEAVED, reference_greedy, reference_model
 from ministral_ros.cli import main
-from ministral_ros.engine.peers import write_synthetic_tokenizer
-from ministral_ros.engine.random_checkpoint import write_random_checkpoint
+from ministral_ros.export.peers import write_synthetic_tokenizer
+from ministral_ros.export.random_checkpoint import write_random_checkpoint
+import pytest
 
 
 @pytest.fixture(scope='module')
@@ -62,9 +61,8 @@ def test_export_converts_mistral_tekken_json(tmp_path_factory, capsys):
     """A source folder holding only Mistral's tekken.json gets a converted tokenizer.json."""
     import shutil
 
-    from tokenizers import Tokenizer
-
     from ministral_ros.chat.tekken import bundled_tekken_path
+    from tokenizers import Tokenizer
 
     root = tmp_path_factory.mktemp('tekken')
     src = write_random_checkpoint(root / 'src', INTERLEAVED, seed=6)

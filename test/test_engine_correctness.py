@@ -1,12 +1,19 @@
 """Engine vs transformers (independent reference) on tiny random interleaved and uniform-window models."""
 from __future__ import annotations
 
+from engine_fixtures import (
+    build,
+    INTERLEAVED,
+    random_ids,
+    reference_greedy,
+    reference_logits,
+    reference_model,
+    UNIFORM,
+    WINDOW,
+)
+from ministral_ros.engine import Engine, GenerationConfig
 import numpy as np
 import pytest
-
-from engine_fixtures import (INTERLEAVED, UNIFORM, WINDOW, build, random_ids, reference_greedy, reference_logits,
-                             reference_model)
-from ministral_ros.engine import Engine, GenerationConfig
 
 TOLERANCE = 1e-4
 FOLDER = {'gqa': 'fp32', 'bias': 'fp32-bias'}  # the two attention graphs (gqa_cache.py, kv_cache.py)
@@ -157,15 +164,12 @@ def test_device_storage_path_on_cpu(kind, interleaved):
     """The GPU code path (onnxruntime-allocated cache, pointer binding, Identity-graph copies for
     snapshot/restore and, for gqa, the block-wise shifts) exercised with the CPU provider, so it is
     tested where no GPU is lent."""
-    from ministral_ros.engine.gqa_cache import GqaKVCache
-    from ministral_ros.engine.kv_cache import DeviceStorage, KVCache
+    from ministral_ros.engine.storage import DeviceStorage
     folders, model = interleaved
-    engine = Engine.load(folders[FOLDER[kind]], 'cpu', prefill_chunk=8)
-    manifest = engine.manifest
-    engine.cache = (GqaKVCache if kind == 'gqa' else KVCache)(
-        manifest.architecture, manifest.bias_groups, manifest.layer_groups, max_context=engine.max_context, chunk=8,
-        dtype=np.float32, storage=DeviceStorage('cpu', 0, ['CPUExecutionProvider']))
-    engine._bind_cache_buffers()
+    loaded = Engine.load(folders[FOLDER[kind]], 'cpu', prefill_chunk=8)
+    engine = Engine(loaded.model_dir, loaded.manifest, loaded.session, loaded.providers, max_context=loaded.max_context,
+                    prefill_chunk=8, storage=DeviceStorage('cpu', 0, ['CPUExecutionProvider']))
+    assert isinstance(engine.cache.storage, DeviceStorage)
     ids = random_ids(3 * WINDOW, 256, seed=14)
     assert _step_by_step_max_diff(engine, ids, reference_logits(model, ids)) <= TOLERANCE
     prefix = engine.warm_prefix(ids[:37])
@@ -181,7 +185,8 @@ def test_a_step_never_binds_an_empty_past(interleaved):
     fused transposed MatMul on a zero-length past, seen on an H200 and on this CPU: the first step
     binds slot 0 as a masked one-slot past instead, and slot 0 starts zeroed (finite) in both
     storages, so the masked product cannot bring in an uninitialised NaN."""
-    from ministral_ros.engine.kv_cache import MASKED, DeviceStorage, HostStorage, KVCache
+    from ministral_ros.engine.kv_cache import KVCache, MASKED
+    from ministral_ros.engine.storage import DeviceStorage, HostStorage
     folders, model = interleaved
     manifest = Engine.load(folders['fp32-bias'], 'cpu', prefill_chunk=8).manifest
     for storage in (None, DeviceStorage('cpu', 0, ['CPUExecutionProvider'])):
@@ -205,9 +210,8 @@ def test_gqa_graph_torch_side_matches_transformers(interleaved):
     """The torch side of the fused ops (what the export traces for shapes, runnable untraced) does
     what the exported nodes do: stepping GqaStepGraph in torch with its own in-place buffers
     reproduces transformers' logits past the window."""
+    from ministral_ros.export.step_graph import GqaStepGraph
     import torch
-
-    from ministral_ros.engine.step_graph import GqaStepGraph
     folders, model = interleaved
     windows = [None if kind == 'full' else WINDOW for kind in INTERLEAVED.layer_pattern] * (
         INTERLEAVED.layers // len(INTERLEAVED.layer_pattern))
@@ -233,8 +237,8 @@ def test_gqa_cache_worked_example_of_its_docstring():
     """gqa_cache.py's example, W=4, chunk=2 (capacity 7): the kernel's writes are simulated by storing
     each position as its key, on host and device storage."""
     from ministral_ros.engine.gqa_cache import GqaKVCache
-    from ministral_ros.engine.kv_cache import DeviceStorage, HostStorage
     from ministral_ros.engine.manifest import Architecture
+    from ministral_ros.engine.storage import DeviceStorage, HostStorage
     arch = Architecture(model_type='ministral', num_layers=1, hidden_size=2, num_heads=2, num_kv_heads=2, head_dim=1,
                         vocab_size=8, max_position_embeddings=64, layer_windows=(4,))
     for storage in (HostStorage(), DeviceStorage('cpu', 0, ['CPUExecutionProvider'])):

@@ -4,11 +4,10 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
-
-from engine_fixtures import INTERLEAVED, build
+from engine_fixtures import build, INTERLEAVED
 from ministral_ros.engine import Engine, ModelFolderError
-from ministral_ros.engine.exporter import ExportError, export_model, resolve_layer_windows
+from ministral_ros.export.exporter import export_model, ExportError, resolve_layer_windows
+import pytest
 
 
 @pytest.fixture(scope='module')
@@ -103,8 +102,8 @@ def test_layer_windows_for_ministral_8b_hub_config_are_ragged():
 
 def test_external_data_export_loads_and_is_verified(good, tmp_path, monkeypatch):
     """Past protobuf's 2 GB the weights go to model.onnx_data (forced here with a zero threshold)."""
-    import ministral_ros.engine.exporter as exporter
     from ministral_ros.engine import GenerationConfig
+    import ministral_ros.export.exporter as exporter
     monkeypatch.setattr(exporter, 'PROTOBUF_LIMIT', 0)
     out = tmp_path / 'external'
     manifest = export_model(good['src'], out)

@@ -1,17 +1,16 @@
 """Decode-loop behaviour: streaming, stop tokens, cancellation, context limits, sampling, constraints."""
 from __future__ import annotations
 
-import threading
 from collections import Counter
+import threading
 from types import SimpleNamespace
 
-import numpy as np
-import pytest
-
-from engine_fixtures import INTERLEAVED, build, random_ids
+from engine_fixtures import build, INTERLEAVED, random_ids
 from ministral_ros.engine import ContextLengthError, Engine, FinishReason, GenerationConfig, ProviderUnavailableError
 from ministral_ros.engine.providers import cuda_options, providers_for_model, resolve_providers
 from ministral_ros.engine.sampling import choose_token
+import numpy as np
+import pytest
 
 
 @pytest.fixture(scope='module')

@@ -1,11 +1,10 @@
 """Every precision exports, loads and runs; quantized logits stay close to transformers' fp32 logits."""
 from __future__ import annotations
 
+from engine_fixtures import build, INTERLEAVED, random_ids, reference_logits, reference_model
+from ministral_ros.engine import Engine, GenerationConfig
 import numpy as np
 import pytest
-
-from engine_fixtures import INTERLEAVED, build, random_ids, reference_logits, reference_model
-from ministral_ros.engine import Engine, GenerationConfig
 
 # min cosine over 48 positions vs transformers fp32 (measured on this fixture: fp16 0.99999,
 # int8 0.9996, int4 0.96 with random Gaussian weights, the hardest case for 4-bit blocks)

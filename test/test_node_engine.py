@@ -18,9 +18,10 @@ import sys
 import threading
 
 from diagnostic_msgs.msg import DiagnosticArray
-from ministral_ros.backend_factory import create_backend
-from ministral_ros.ministral_node import MinistralNode
-from ministral_ros.node_params import NodeSettings
+from ministral_ros.node.backend_factory import create_backend
+from ministral_ros.node.cancellation import SHUTTING_DOWN
+from ministral_ros.node.ministral_node import MinistralNode
+from ministral_ros.node.params import NodeSettings
 from ministral_ros.planning.backend import PlanRequest
 from ministral_ros.planning.plan import RequestSource
 from ministral_ros_interfaces.msg import ActionPlan, ActionResult
@@ -98,7 +99,7 @@ def test_engine_in_process_plan_matches_planner_and_results_reach_history(ros, t
     probe = Probe(context, executor, '/engine_a/ministral')
     try:
         probe.wait_matched()
-        wait_until(lambda: node._state_label == 'active', 30, 'autostart to active')
+        wait_until(lambda: node.lifecycle_state() == 'active', 30, 'autostart to active')
         probe.command.publish(String(data='move forward two meters'))
         [plan] = probe.wait_plans(1)
         direct = create_backend(NodeSettings(model_dir=str(tiny_model), **ENGINE_PARAMS))
@@ -117,12 +118,12 @@ def test_engine_in_process_plan_matches_planner_and_results_reach_history(ros, t
         # conversation for a follow-up then carries it as a [TOOL_RESULTS] turn.
         probe.command.publish(String(data='try again'))
         probe.wait_plans(2)
-        messages = node._backend.messages_for('and now?')
+        messages = node._model.backend.messages_for('and now?')
         assert any('the gripper is blocked' in str(m) for m in messages)
     finally:
         probe.close()
         executor.remove_node(node)
-        node.release('test over')
+        node.release(SHUTTING_DOWN)
         node.destroy_node()
 
 
@@ -138,7 +139,7 @@ def test_runtime_sampling_parameters_reach_the_engine(ros, tiny_model):
     probe = Probe(context, executor, '/engine_c/ministral')
     try:
         probe.wait_matched()
-        wait_until(lambda: node._state_label == 'active', 30, 'autostart to active')
+        wait_until(lambda: node.lifecycle_state() == 'active', 30, 'autostart to active')
         assert all(r.successful for r in node.set_parameters(
             [Parameter('temperature', value=1.5), Parameter('seed', value=3)]))
         probe.command.publish(String(data='pick up the red cup'))
@@ -156,7 +157,7 @@ def test_runtime_sampling_parameters_reach_the_engine(ros, tiny_model):
     finally:
         probe.close()
         executor.remove_node(node)
-        node.release('test over')
+        node.release(SHUTTING_DOWN)
         node.destroy_node()
 
 
@@ -171,7 +172,7 @@ def test_model_folder_removed_at_run_time(ros, tiny_model, tmp_path):
     probe = Probe(context, executor, '/engine_b/ministral')
     try:
         probe.wait_matched()
-        wait_until(lambda: node._state_label == 'active', 30, 'autostart to active')
+        wait_until(lambda: node.lifecycle_state() == 'active', 30, 'autostart to active')
         shutil.rmtree(folder)
         probe.command.publish(String(data='go to the kitchen'))
         assert probe.wait_plans(1)[0].status == 'ok'  # the loaded model keeps serving
@@ -196,7 +197,7 @@ def test_model_folder_removed_at_run_time(ros, tiny_model, tmp_path):
     finally:
         probe.close()
         executor.remove_node(node)
-        node.release('test over')
+        node.release(SHUTTING_DOWN)
         node.destroy_node()
 
 

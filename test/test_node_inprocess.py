@@ -10,9 +10,13 @@ import threading
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from ministral_ros.backend_factory import BackendError
-from ministral_ros.ministral_node import MinistralNode
-from ministral_ros.node_params import PARAMS
+from ministral_ros.node.backend_factory import BackendError
+from ministral_ros.node.cancellation import SHUTTING_DOWN
+from ministral_ros.node.input_gate import InputGate
+from ministral_ros.node.ministral_node import MinistralNode
+from ministral_ros.node.params import PARAMS
+from ministral_ros.node.planner_status import PlannerCounter
+from ministral_ros.planning.vocabulary import ActionSpec, ActionVocabulary
 from ministral_ros_interfaces.msg import ActionPlan, ActionResult
 from ministral_ros_interfaces.srv import PlanCommand
 from node_test_support import Collector, ScriptedBackend, wait_until
@@ -69,14 +73,14 @@ class Rig:
 
     def wait_active(self) -> None:
         try:
-            wait_until(lambda: self.node._state_label == 'active', 10, 'node active')
+            wait_until(lambda: self.node.lifecycle_state() == 'active', 10, 'node active')
         except AssertionError as exc:
             raise AssertionError(f'{exc}; node status: {self.node.status_dict()}') from None
 
     def close(self) -> None:
         self.executor.remove_node(self.node)
         self.executor.remove_node(self.probe)
-        self.node.release('test over')
+        self.node.release(SHUTTING_DOWN)
         self.node.destroy_node()
         self.probe.destroy_node()
 
@@ -231,7 +235,7 @@ def test_stop_bypasses_model_and_cancels_everything(rig):
     wait_until(rig.backend.started.is_set, 5, 'generation start')
     rig.send('move 2')
     rig.send('move 3')
-    wait_until(lambda: rig.node._worker.queue_depth() == 2, 5, 'queued requests')
+    wait_until(lambda: rig.node._router.worker.queue_depth() == 2, 5, 'queued requests')
     rig.send('Robot, STOP now!')
     wait_until(lambda: len(rig.plans) >= 1, 5, 'stop plan')
     first = rig.plans.items[0][1]
@@ -265,7 +269,7 @@ def test_overflow_policies(ros, policy, expected):
         wait_until(lambda: len(rig.plans) >= 1, 5, 'a dropped request')
         wait_until(lambda: rig.node.diagnostics_values()['received'] == '4', 5, 'all received')
         if policy == 'preempt':
-            wait_until(lambda: rig.node._worker.busy_request_id() and
+            wait_until(lambda: rig.node._router.worker.busy_request_id() and
                        rig.backend.requests[-1].text == 'slow 3', 5, 'slow 3 running')
         rig.backend.release.set()
         plans = rig.wait_plans(4)
@@ -376,8 +380,8 @@ def test_plan_command_service(rig):
     assert future.result().plan.status == 'error'
 
 
-class _BrokenDetector:
-    def is_stop(self, text, wake_word=''):
+class _BrokenGate(InputGate):
+    def text(self, text, *, active):
         raise RuntimeError('detector bug')
 
 
@@ -395,10 +399,7 @@ def test_reset_history_service(rig):
 
 
 class _VocabularyBackend(ScriptedBackend):
-    class vocabulary:  # noqa: N801 - mimics Planner.vocabulary.names()
-        @staticmethod
-        def names():
-            return ('move', 'halt')
+    vocabulary = ActionVocabulary((ActionSpec('move', 'Move.', {}), ActionSpec('halt', 'Halt.', {})))
 
 
 def test_runtime_stop_action_must_be_in_the_vocabulary(ros):
@@ -446,7 +447,8 @@ def test_a_generation_that_ignores_cancel_keeps_one_model_loaded(ros):
         assert not _transition(rig, Transition.TRANSITION_CONFIGURE)
         assert len(backends) == 1 and 'still finishing' in rig.node._configure_error
         backends[0].unstick.set()
-        wait_until(lambda: not rig.node._lingering[0].is_running(), 5, 'the generation to return')
+        wait_until(lambda: not rig.node._model.lingering_worker.is_running(), 5,
+                   'the generation to return')
         assert _transition(rig, Transition.TRANSITION_CONFIGURE)
         assert backends[0].closed and len(backends) == 2
     finally:
@@ -456,11 +458,11 @@ def test_a_generation_that_ignores_cancel_keeps_one_model_loaded(ros):
 
 def test_unexpected_callback_error_is_contained(rig):
     rig.wait_active()
-    detector, rig.node._stop_detector = rig.node._stop_detector, _BrokenDetector()
+    gate, rig.node._router.gate = rig.node._router.gate, _BrokenGate(rig.node.settings)
     rig.send('move 1')
     wait_until(lambda: rig.node.diagnostics_values()['callback_errors'] == '1', 5, 'counted')
     assert 'detector bug' in rig.node.diagnostics_values()['last_input_error']
-    rig.node._stop_detector = detector
+    rig.node._router.gate = gate
     rig.send('move 2')
     assert rig.wait_plans(1)[0].source_text == 'move 2'
 
@@ -485,7 +487,7 @@ def test_a_timer_firing_while_the_node_is_destroyed_never_stops_the_executor(ros
     rig.close()
     for callback in callbacks:
         callback()
-    assert node._counters.get('callback_errors', 0) >= 1
+    assert node._health.counters.get(PlannerCounter.CALLBACK_ERRORS) >= 1
     again = Rig(*ros)
     try:
         again.wait_active()

@@ -1,5 +1,6 @@
-"""The node's pure-Python logic (no ROS): parameters, input checks, transcripts, stop phrases,
-the request queue and worker, message conversion, the launch decisions and the shipped config."""
+"""The node's pure-Python logic (no ROS): parameters and their rendered docs, input checks, the
+input gate, transcripts, stop phrases, the request queue and worker, cancellation reasons, message
+conversion, diagnostics, the launch decisions and the shipped config."""
 from __future__ import annotations
 
 import ast
@@ -10,21 +11,38 @@ import sys
 import time
 import types
 
+from diagnostic_msgs.msg import DiagnosticStatus
 from ministral_ros.engine.generation import GenerationConfig
-from ministral_ros.input_text import clean_text, InputError
-from ministral_ros.launch_config import arguments, node_kwargs
-from ministral_ros.node_params import (DEFAULT_MODEL_NAME, DEFAULT_STOP_PHRASES, NodeSettings,
-                                       PARAMS)
-from ministral_ros.plan_messages import (msg_to_plan, plan_to_dict, plan_to_msg, result_from_msg,
-                                         stop_plan)
-from ministral_ros.plan_worker import PlanWorker
+from ministral_ros.node import param_docs
+from ministral_ros.node.backend_factory import stop_action_problem
+from ministral_ros.node.cancellation import Cancellation, CancelReason, SHUTTING_DOWN
+from ministral_ros.node.diagnostics import build_status, Counters, GrowthWatch
+from ministral_ros.node.input_gate import Decision, echo, IgnoreReason, InputGate, Verdict
+from ministral_ros.node.input_text import clean_text, InputError
+from ministral_ros.node.launch_config import arguments, node_kwargs
+from ministral_ros.node.params import DEFAULT_MODEL_NAME, DEFAULT_STOP_PHRASES, NodeSettings, PARAMS
+from ministral_ros.node.plan_messages import msg_to_plan, plan_to_dict, plan_to_msg, result_from_msg, stop_plan
+from ministral_ros.node.plan_worker import PlanWorker
+from ministral_ros.node.planner_status import (
+    IGNORED_COUNTERS,
+    NodeView,
+    PlannerCounter,
+    PlannerHealth,
+    primary_state,
+    status_payload,
+)
+from ministral_ros.node.request_queue import RequestQueue
+from ministral_ros.node.stop_words import StopDetector
 from ministral_ros.planning.backend import PlanRequest
-from ministral_ros.planning.plan import (Action, ActionOutcome, Plan, PlanStatus,
-                                         RequestSource)
-from ministral_ros.request_queue import RequestQueue
-from ministral_ros.stop_words import StopDetector
-from ministral_ros.transcript_filter import (judge_transcript, parse_transcript,
-                                             strip_wake_word, Transcript, TranscriptVerdict)
+from ministral_ros.planning.plan import Action, ActionOutcome, Plan, PlanStatus, RequestSource
+from ministral_ros.planning.vocabulary import ActionSpec, ActionVocabulary
+from ministral_ros.speech.transcript import (
+    judge_transcript,
+    parse_transcript,
+    strip_wake_word,
+    Transcript,
+    TranscriptVerdict,
+)
 from ministral_ros_interfaces import msg as interface_msgs
 from node_test_support import ScriptedBackend, wait_until
 import pytest
@@ -81,6 +99,22 @@ def test_shipped_config_lists_every_parameter_with_its_default():
     assert NodeSettings.from_values(values) == NodeSettings()
 
 
+def test_parameter_docs_are_rendered_from_the_parameter_table():
+    """config/ministral.yaml and the README's table are the rendering of NodeSettings' fields:
+    run `python -m ministral_ros.node.param_docs --write` after changing a parameter."""
+    assert (ROOT / 'config' / 'ministral.yaml').read_text(encoding='utf-8') == param_docs.render_yaml()
+    readme = (ROOT / 'README.md').read_text(encoding='utf-8')
+    start, end = param_docs.readme_table_span(readme)
+    assert readme[start:end] == param_docs.render_readme_table()
+    assert param_docs.main(['--check']) == 0
+    rows = readme[start:end].splitlines()[2:]
+    assert [row.split('`')[1] for row in rows] == [p.name for p in PARAMS]
+    top_p = next(row for row in rows if row.startswith('| `top_p`'))
+    assert '| (0, 1] |' in top_p and '| yes |' in top_p
+    model_dir = next(row for row in rows if row.startswith('| `model_dir`'))
+    assert '| read-only |' in model_dir and DEFAULT_MODEL_NAME in model_dir
+
+
 # ---------------------------------------------------------------- input text
 def test_clean_text():
     assert clean_text('  go\tto \n the\x07 kitchen\x1b ', 100) == ('go to the kitchen', 2)
@@ -128,6 +162,132 @@ def test_judge_transcript():
     assert strip_wake_word('hey  Robot... go', 'hey robot') == 'go'
     assert strip_wake_word('heyrobot go', 'hey robot') is None
     assert strip_wake_word('go', '') == 'go'
+
+
+# ---------------------------------------------------------------- input gate
+def _gate(**settings) -> InputGate:
+    return InputGate(NodeSettings(**settings))
+
+
+def test_gate_text_decisions():
+    gate = _gate()
+    assert gate.text('move 1', active=False) == Decision(Verdict.IGNORE, ignored=IgnoreReason.INACTIVE)
+    assert gate.text('', active=False).verdict is Verdict.IGNORE  # inactive wins over bad input
+    assert gate.text('move\x07 7\x1b', active=True) == \
+        Decision(Verdict.SUBMIT, text='move 7', removed_controls=2)
+    assert gate.text('Robot, STOP now!', active=True).verdict is Verdict.STOP
+    assert gate.text('stop at the door', active=True).verdict is Verdict.SUBMIT
+    for bad, message in [('', 'empty'), ('x' * 2001, 'max_input_chars'),
+                         ('go \ufffd', 'not valid UTF-8'), ('\x07\x1b', 'only control characters')]:
+        decision = gate.text(bad, active=True)
+        assert decision.verdict is Verdict.REFUSE and message in str(decision.error), bad
+    assert _gate(stop_phrases=('arrête',), wake_word='jarvis').text('Jarvis arrête', active=True).verdict \
+        is Verdict.STOP
+
+
+def test_gate_transcript_decisions():
+    gate = _gate(wake_word='hey robot', min_confidence=0.5)
+    say = lambda data: gate.transcript(data if isinstance(data, str) else json.dumps(data))  # noqa: E731
+    assert say({'text': 'hey robot move 1', 'final': False}).ignored is IgnoreReason.PARTIAL
+    assert say({'text': 'hey robot move 2', 'confidence': 0.2}).ignored is IgnoreReason.LOW_CONFIDENCE
+    assert say('move 3').ignored is IgnoreReason.NO_WAKE_WORD
+    assert say({'text': 'hey robot'}).ignored is IgnoreReason.EMPTY
+    assert say({'text': 'Hey, robot! move 4', 'confidence': 0.9}) == Decision(Verdict.ACCEPT, text='move 4')
+    assert say('hey robot move 5') == Decision(Verdict.ACCEPT, text='move 5')
+    # Stop phrases act regardless of wake word and confidence (a false stop is safe); not partials.
+    assert say({'text': 'stop', 'confidence': 0.1}) == Decision(Verdict.ACCEPT, text='stop')
+    assert say({'text': 'stop', 'final': False}).ignored is IgnoreReason.PARTIAL
+    for data, message in [('{"text": 12}', 'string "text" field'),
+                          ('{"text": ' + '[' * 100_000, 'max_input_chars'),
+                          ('{"text": ' + '[' * 5_000, 'nested too deeply')]:
+        decision = say(data)
+        assert decision.verdict is Verdict.REFUSE and message in str(decision.error), message
+    # The envelope allows the JSON around the text: twice the text limit plus 1024 characters.
+    small = _gate(max_input_chars=10)
+    assert small.transcript('x' * 1044).verdict is Verdict.ACCEPT
+    assert 'characters long; the limit is 10' in str(small.transcript('x' * 1045).error)
+
+
+def test_refused_input_is_echoed_shortened():
+    assert echo('go') == 'go' and echo('x' * 1000) == 'x' * 200 + '…'
+
+
+# ---------------------------------------------------------------- cancellation
+def test_cancellations_carry_a_typed_reason_and_the_published_text():
+    assert Cancellation.stop('r1') == Cancellation(CancelReason.STOP, 'cancelled by stop request r1')
+    assert Cancellation.preempting('r2').message == 'preempted by request r2 (overflow_policy=preempt)'
+    assert Cancellation.timeout(0.2).message == 'timed out after 0.2 s (parameter request_timeout_s)'
+    assert Cancellation.queue_full('drop_newest').message == \
+        'dropped: the request queue is full (queue_size, overflow_policy=drop_newest)'
+    assert Cancellation.timeout(1).plan_status is PlanStatus.ERROR
+    assert all(Cancellation(reason, '').plan_status is PlanStatus.CANCELLED
+               for reason in CancelReason if reason is not CancelReason.TIMEOUT)
+
+
+def test_worker_decides_timeouts_from_the_reason_not_the_wording():
+    backend = ScriptedBackend()
+    plans = []
+    worker = PlanWorker(backend, lambda plan, item: plans.append(plan), queue_size=2,
+                        overflow_policy='drop_oldest', timeout_s=0)
+    worker.start()
+    try:
+        worker.submit(_request('slow 1'), time.monotonic())
+        wait_until(backend.started.is_set, 5, 'slow request running')
+        worker.cancel_all(Cancellation(CancelReason.STOP, 'timed out (a stop worded like a timeout)'))
+        wait_until(lambda: plans, 5, 'the cancelled plan')
+        assert plans[0].status is PlanStatus.CANCELLED
+        assert worker.stats_snapshot().timeouts == 0 and worker.stats_snapshot().cancelled == 1
+    finally:
+        worker.close(SHUTTING_DOWN)
+
+
+# ---------------------------------------------------------------- diagnostics
+def test_typed_counters_and_growth_watch():
+    health = PlannerHealth()
+    health.count(PlannerCounter.RECEIVED)
+    health.input_error(PlannerCounter.REJECTED_INPUT, '/command: empty')
+    health.stopped(1.5)
+    assert health.counters.get(PlannerCounter.STOPS) == 1
+    counters = Counters(IgnoreReason)
+    counters.add(IgnoreReason.EMPTY, 2)
+    assert counters.snapshot() == {reason: 2 if reason is IgnoreReason.EMPTY else 0 for reason in IgnoreReason}
+    watch = GrowthWatch()
+    assert (watch.grown(3), watch.grown(3), watch.grown(5), watch.grown(1)) == (3, 0, 2, 0)
+    status = build_status('n', 'hw', DiagnosticStatus.WARN, 'm', {'a': 1, 'b': 'x'})
+    assert [(kv.key, kv.value) for kv in status.values] == [('a', '1'), ('b', 'x')]
+    assert IGNORED_COUNTERS.keys() == set(IgnoreReason)
+
+
+def test_planner_diagnostics_keep_every_published_key():
+    health = PlannerHealth()
+    health.input_error(PlannerCounter.REJECTED_INPUT, '/command: empty')
+    view = NodeView('/ministral', 'active', NodeSettings(), '', 'cpu', None)
+    values = health.values(view)
+    expected = {'received', 'rejected_input', 'ignored_inactive', 'ignored_partial',
+                'ignored_low_confidence', 'ignored_no_wake_word', 'ignored_empty', 'stops',
+                'action_results', 'bad_action_results', 'plans_published', 'callback_errors',
+                'last_input_error', 'last_stop_latency_ms', 'state', 'model_dir',
+                'execution_provider', 'configure_error', 'max_rss_mb', 'active_provider'}
+    assert set(values) == expected and values['last_input_error'] == '/command: empty'
+    status = health.status(view, values)
+    assert status.level == DiagnosticStatus.WARN and status.name == '/ministral: language planner'
+    assert health.status(view, values).level == DiagnosticStatus.OK  # no new problem since
+    failed = NodeView('/ministral', 'unconfigured', NodeSettings(), 'no model', '', None)
+    assert health.status(failed, health.values(failed)).message == 'configure failed: no model'
+    assert 'active_provider' not in health.values(failed)
+    assert [primary_state(label) for label in ('configuring', 'active', 'deactivating', 'shuttingdown')] == \
+        ['unconfigured', 'active', 'active', 'finalized']
+    assert status_payload(view)['state'] == 'active' and status_payload(view)['queue_depth'] == 0
+
+
+def test_stop_action_is_checked_against_the_vocabulary():
+    backend = ScriptedBackend()
+    assert stop_action_problem(backend, NodeSettings(stop_action='brake')) == ''  # nothing to check
+    backend.vocabulary = ActionVocabulary((ActionSpec('move', 'Move.', {}), ActionSpec('halt', 'Halt.', {})))
+    problem = stop_action_problem(backend, NodeSettings(stop_action='brake'))
+    assert 'brake' in problem and 'move, halt' in problem
+    assert stop_action_problem(backend, NodeSettings(stop_action='halt')) == ''
+    assert stop_action_problem(backend, NodeSettings(stop_action='')) == ''
 
 
 # ---------------------------------------------------------------- stop phrases
@@ -195,14 +355,14 @@ def test_worker_answers_every_request_once_and_never_after_cancel():
         for n in range(1, 6):
             worker.submit(_request(f'move {n}', n), time.monotonic())
         order = []
-        worker.cancel_all('stop', first=lambda: order.append(len(plans)))
+        worker.cancel_all(Cancellation.stop('r-stop'), first=lambda: order.append(len(plans)))
         wait_until(lambda: len(plans) == 6, 5, 'six answers')
         assert sorted(p.request_id for p in plans) == [f'r{n}' for n in range(6)]
         assert all(p.status is PlanStatus.CANCELLED and not p.actions for p in plans)
         assert order == [3]  # three drops were answered before the stop, the rest after it
         assert worker.stats.dropped == 3 and worker.stats.cancelled == 3
     finally:
-        assert worker.close('test over')
+        assert worker.close(SHUTTING_DOWN)
 
 
 def test_worker_timeout_results_and_reset():
@@ -223,7 +383,7 @@ def test_worker_timeout_results_and_reset():
         assert plans[1].reply == 'context=1' and plans[1].stats['tokens_per_s'] > 0
         assert worker.stats.timeouts == 1 and worker.stats.errors == 1
     finally:
-        worker.close('test over')
+        worker.close(SHUTTING_DOWN)
 
 
 def test_worker_close_answers_waiting_requests():
@@ -235,7 +395,7 @@ def test_worker_close_answers_waiting_requests():
     worker.submit(_request('slow 1', 0), time.monotonic())
     wait_until(backend.started.is_set, 5, 'slow request running')
     worker.submit(_request('move 1', 1), time.monotonic())
-    assert worker.close('shutting down')
+    assert worker.close(Cancellation(CancelReason.SHUTDOWN, 'shutting down'))
     assert sorted(p.request_id for p in plans) == ['r0', 'r1']
     assert all(p.error == 'shutting down' for p in plans)
 
@@ -344,9 +504,12 @@ def test_launch_file_declares_and_passes_what_launch_config_decides(tmp_path, mo
                                'info', 'ministral')
 
 
-NODE_LOGIC_MODULES = ('backend_factory', 'input_text', 'launch_config', 'node_params',
-                      'plan_messages', 'plan_worker', 'request_queue', 'stop_words',
-                      'transcript_filter')
+NODE_LOGIC_MODULES = ('node/backend_factory', 'node/callback_guards', 'node/cancellation',
+                      'node/diagnostics', 'node/input_gate', 'node/input_text',
+                      'node/launch_config', 'node/model_slot', 'node/param_descriptors',
+                      'node/param_docs', 'node/params', 'node/plan_messages', 'node/plan_worker',
+                      'node/planner_status', 'node/request_queue', 'node/request_router',
+                      'node/stop_words', 'speech/transcript')
 
 
 def test_node_logic_modules_do_not_import_rclpy():

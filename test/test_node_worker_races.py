@@ -10,11 +10,11 @@ from collections.abc import Callable
 import threading
 import time
 
-from ministral_ros.plan_messages import stop_plan
-from ministral_ros.plan_worker import PlanWorker
+from ministral_ros.node.cancellation import Cancellation, SHUTTING_DOWN
+from ministral_ros.node.plan_messages import stop_plan
+from ministral_ros.node.plan_worker import PlanWorker
 from ministral_ros.planning.backend import PlanRequest
-from ministral_ros.planning.plan import (ActionOutcome, ActionResult, Plan, PlanStatus,
-                                         RequestSource)
+from ministral_ros.planning.plan import ActionOutcome, ActionResult, Plan, PlanStatus, RequestSource
 from node_test_support import ScriptedBackend, wait_until
 
 WORKER_THREAD = 'ministral-plan-worker'
@@ -90,7 +90,7 @@ def _run_in_thread(action: Callable[[], None]) -> None:
 
 def _stop(worker: PlanWorker, log: PlanLog) -> None:
     stop = stop_plan('stop', 'stop', RequestSource.COMMAND, 'stop')
-    worker.cancel_all('cancelled by stop request stop', first=lambda: log(stop, None))
+    worker.cancel_all(Cancellation.stop('stop'), first=lambda: log(stop, None))
 
 
 def _worker_with_gap(in_gap: Callable[[PlanWorker], None], policy: str,
@@ -116,7 +116,7 @@ def test_stop_between_taking_a_request_and_planning_it_cancels_it():
         assert plan.status is PlanStatus.CANCELLED and not plan.actions
         assert 'stop' in plan.error
     finally:
-        assert worker.close('test over')
+        assert worker.close(SHUTTING_DOWN)
 
 
 def test_preemption_between_taking_a_request_and_planning_it_cancels_it():
@@ -135,7 +135,7 @@ def test_preemption_between_taking_a_request_and_planning_it_cancels_it():
         assert log.by_id('b').status is PlanStatus.OK  # the newest request is never cancelled
         assert [r.text for r in backend.requests] == ['move 2']  # "a" was not even generated
     finally:
-        assert worker.close('test over')
+        assert worker.close(SHUTTING_DOWN)
 
 
 class HookedGate:
@@ -172,7 +172,7 @@ def test_stop_while_a_finished_plan_is_about_to_be_published_cancels_it():
         plan = log.by_id('a')
         assert plan.status is PlanStatus.CANCELLED and not plan.actions
     finally:
-        assert worker.close('test over')
+        assert worker.close(SHUTTING_DOWN)
 
 
 class CancelInTheGapBackend(ScriptedBackend):
@@ -185,7 +185,7 @@ class CancelInTheGapBackend(ScriptedBackend):
 
     def plan(self, request, cancel, on_token=None):
         plan = super().plan(request, cancel, on_token)
-        _run_in_thread(lambda: self._worker_ref[0].cancel_all('stopped'))
+        _run_in_thread(lambda: self._worker_ref[0].cancel_all(Cancellation.stop('stopper')))
         return plan
 
 
@@ -203,4 +203,4 @@ def test_a_stop_after_planning_finished_retracts_the_recorded_turn():
         assert plans[0].status is PlanStatus.CANCELLED and not plans[0].actions
         assert backend.retracted == ['r1']
     finally:
-        worker.close('test over')
+        worker.close(SHUTTING_DOWN)

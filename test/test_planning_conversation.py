@@ -4,19 +4,19 @@ history policy, error handling and cancellation are checked. The random-model ru
 test_planning_planner.py."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import json
 import threading
-from dataclasses import dataclass, field
-
-import pytest
-from mistral_common.protocol.instruct.request import ChatCompletionRequest
-from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
 from ministral_ros.engine.generation import FinishReason, GenerationConfig, GenerationResult
 from ministral_ros.planning.backend import PlanRequest
-from ministral_ros.planning.constraint import ConstraintOptions, ToolCallGrammar, build_lltokenizer
-from ministral_ros.planning.plan import ActionOutcome, ActionResult, PlanStatus, RequestSource
-from ministral_ros.planning.planner import HistoryPolicy, Planner, PlannerConfig
+from ministral_ros.planning.constraint import build_lltokenizer, ConstraintOptions, ToolCallGrammar
+from ministral_ros.planning.conversation import Conversation as PlannerConversation, Exchange, HistoryPolicy
+from ministral_ros.planning.plan import Action, ActionOutcome, ActionResult, PlanStatus, RequestSource
+from ministral_ros.planning.planner import Planner, PlannerConfig
+from mistral_common.protocol.instruct.request import ChatCompletionRequest
+from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+import pytest
 
 SYSTEM = 'You control a home robot.'
 
@@ -103,6 +103,11 @@ class Conversation:
         return self.reference.encode_chat_completion(request).tokens
 
 
+def openai_tools(vocab) -> list[dict]:
+    """The vocabulary's tools as OpenAI-style dicts, for mistral-common."""
+    return [spec.to_json_object() for spec in vocab.tool_specs()]
+
+
 def encode(reference: MistralTokenizer, text: str) -> list[int]:
     return reference.instruct_tokenizer.tokenizer.encode(text, bos=False, eos=False)
 
@@ -132,7 +137,7 @@ def request(text: str, rid: str = 'r') -> PlanRequest:
 def test_multi_turn_prompts_match_mistral_common(tok, reference, vocab, grammars):
     engine = ScriptedEngine()
     planner = make_planner(tok, vocab, grammars, engine)
-    expected = Conversation(reference, vocab.tool_specs())
+    expected = Conversation(reference, openai_tools(vocab))
     cancel = threading.Event()
 
     # 1: two calls; one succeeds with data, one fails with a message.
@@ -189,7 +194,7 @@ def test_multi_turn_prompts_match_mistral_common(tok, reference, vocab, grammars
     plan = planner.plan(request('thanks'), cancel)
     assert plan.status == PlanStatus.REPLY
     assert engine.prompts[-1] == expected.prompt('thanks', keep=4)
-    assert planner.history_length == 4
+    assert len(planner.conversation) == 4
 
     # the warmed prefix is the start of every history-free prompt, through the system prompt
     prefix = engine.prefixes[0]
@@ -201,7 +206,7 @@ def test_multi_turn_prompts_match_mistral_common(tok, reference, vocab, grammars
 def test_history_bounds_errors_and_reset(tok, reference, vocab, grammars):
     engine = ScriptedEngine()
     planner = make_planner(tok, vocab, grammars, engine, history=HistoryPolicy(max_exchanges=1))
-    expected = Conversation(reference, vocab.tool_specs())
+    expected = Conversation(reference, openai_tools(vocab))
     cancel = threading.Event()
     for index, text in enumerate(['one', 'two', 'three']):
         engine.outputs.append(reply_output(reference, f'Reply {index}.'))
@@ -241,7 +246,7 @@ def test_bad_input_and_failures_become_error_plans(tok, reference, vocab, gramma
     engine.fail_with = RuntimeError('onnxruntime exploded')
     plan = planner.plan(request('go'), cancel)
     assert plan.status == PlanStatus.ERROR and 'onnxruntime exploded' in plan.error
-    assert planner.history_length == 0
+    assert len(planner.conversation) == 0
     # the prompt cannot fit the context
     tight = make_planner(tok, vocab, grammars, ScriptedEngine(max_context=1000))
     plan = tight.plan(request('go to the kitchen'), cancel)
@@ -251,7 +256,7 @@ def test_bad_input_and_failures_become_error_plans(tok, reference, vocab, gramma
 def test_history_is_dropped_to_fit_the_context(tok, reference, vocab, grammars):
     engine = ScriptedEngine()
     planner = make_planner(tok, vocab, grammars, engine)
-    expected = Conversation(reference, vocab.tool_specs())
+    expected = Conversation(reference, openai_tools(vocab))
     cancel = threading.Event()
     long_reply = 'word ' * 150
     engine.outputs.append(reply_output(reference, long_reply))
@@ -282,7 +287,7 @@ def test_cancel_and_streaming(tok, reference, vocab, grammars):
 
     engine.outputs.append(reply_output(reference, 'Sure, I will go to the kitchen right away.'))
     plan = planner.plan(request('go'), cancel, on_token)
-    assert plan.status == PlanStatus.CANCELLED and planner.history_length == 0
+    assert plan.status == PlanStatus.CANCELLED and len(planner.conversation) == 0
 
     pieces.clear()
     text = 'Grüße 你好 🤖, on my way.'
@@ -307,10 +312,10 @@ def test_a_cancel_just_after_the_engine_finished_records_nothing(tok, reference,
     engine.outputs.append(calls_output(reference, [call('stop', {}, 'eeeeeeee1')]))
     plan = planner.plan(request('stop'), threading.Event())
     assert plan.status == PlanStatus.CANCELLED and not plan.actions
-    assert planner.history_length == 0
+    assert len(planner.conversation) == 0
     engine.outputs.append(reply_output(reference, 'Hello.'))
     planner.plan(request('hello'), threading.Event())
-    assert engine.prompts[-1] == Conversation(reference, vocab.tool_specs()).prompt('hello')
+    assert engine.prompts[-1] == Conversation(reference, openai_tools(vocab)).prompt('hello')
 
 
 def test_retract_forgets_the_newest_turn_of_that_request_only(tok, reference, vocab, grammars):
@@ -324,11 +329,11 @@ def test_retract_forgets_the_newest_turn_of_that_request_only(tok, reference, vo
     planner.plan(request('two', 'b'), cancel)
     assert not planner.retract('a')  # not the newest turn: kept
     assert not planner.retract('')
-    assert planner.retract('b') and planner.history_length == 1
+    assert planner.retract('b') and len(planner.conversation) == 1
     assert not planner.retract('b')
     engine.outputs.append(reply_output(reference, 'Three.'))
     planner.plan(request('three'), cancel)
-    expected = Conversation(reference, vocab.tool_specs())
+    expected = Conversation(reference, openai_tools(vocab))
     expected.add('one', reply='One.')
     assert engine.prompts[-1] == expected.prompt('three')
 
@@ -336,7 +341,7 @@ def test_retract_forgets_the_newest_turn_of_that_request_only(tok, reference, vo
 def test_results_and_resets_during_a_generation_do_not_wait_or_corrupt(tok, reference, vocab, grammars):
     engine = ScriptedEngine()
     planner = make_planner(tok, vocab, grammars, engine)
-    expected = Conversation(reference, vocab.tool_specs())
+    expected = Conversation(reference, openai_tools(vocab))
     cancel = threading.Event()
     first = [call('stop', {}, 'dddddddd1')]
     engine.outputs.append(calls_output(reference, first))
@@ -356,7 +361,7 @@ def test_results_and_resets_during_a_generation_do_not_wait_or_corrupt(tok, refe
 
     engine.outputs.append(reply_output(reference, 'Fresh start.'))
     assert planner.plan(request('new topic'), cancel, lambda piece: planner.reset_history()).status == PlanStatus.REPLY
-    assert planner.history_length == 1                  # only the exchange generated across the reset
+    assert len(planner.conversation) == 1                  # only the exchange generated across the reset
 
 
 def test_a_failing_token_listener_does_not_break_the_plan(tok, reference, vocab, grammars):
@@ -387,7 +392,7 @@ def test_per_request_generation_settings_are_used_with_eos_added(tok, reference,
 def test_continuing_after_results_matches_mistral_common(tok, reference, vocab, grammars):
     engine = ScriptedEngine()
     planner = make_planner(tok, vocab, grammars, engine, allow_reply=False, history=HistoryPolicy(max_exchanges=1))
-    expected = Conversation(reference, vocab.tool_specs())
+    expected = Conversation(reference, openai_tools(vocab))
     cancel = threading.Event()
     nothing = planner.continue_after_results(request(''), cancel)
     assert nothing.status == PlanStatus.ERROR and 'nothing to continue' in nothing.error
@@ -421,4 +426,48 @@ def test_continuing_after_results_matches_mistral_common(tok, reference, vocab, 
     engine.outputs.append(calls_output(reference, [call('say', {'text': 'Sorry.'}, 'ffffffff3')]))
     planner.plan(request('then say sorry'), cancel)
     assert engine.prompts[-1] == expected.prompt('then say sorry', keep=1)
-    assert planner.history_length == 1                   # the new unit replaced the old one
+    assert len(planner.conversation) == 1                   # the new unit replaced the old one
+
+
+def test_close_releases_the_engine_and_later_plans_are_errors(tok, reference, vocab, grammars):
+    engine = ScriptedEngine()
+    engine.provider = 'cpu'
+    planner = make_planner(tok, vocab, grammars, engine)
+    assert planner.provider == 'cpu' and planner.vocabulary is vocab
+    planner.close()
+    planner.close()                                      # safe twice
+    assert planner.engine is None and planner.provider == ''
+    plan = planner.plan(request('go to the kitchen'), threading.Event())
+    assert plan.status == PlanStatus.ERROR and 'closed' in plan.error and not engine.prompts
+    assert make_planner(tok, vocab, grammars, ScriptedEngine()).provider == ''   # an engine without one
+
+
+def test_conversation_units_selection_and_reset_without_a_planner():
+    def exchange(user, call_id=None, request_id=''):
+        calls = (Action('stop', {}, call_id),) if call_id else ()
+        return Exchange(user, calls=calls, reply='' if calls else 'ok', request_id=request_id)
+
+    def render(kept):                                    # one "token" per exchange plus the request
+        return [0] * (len(kept) + 1)
+
+    conversation = PlannerConversation(HistoryPolicy(max_exchanges=2, max_tokens=2))
+    cancel = threading.Event()
+    for index, item in enumerate([exchange('a', 'aaaaaaaa1'), exchange(None, 'aaaaaaaa2'), exchange('b'),
+                                  exchange('c', 'cccccccc1', 'r3')]):
+        chosen = conversation.select(render, budget=100, continuing=item.user_text is None)
+        assert conversation.record(item, chosen, cancel)
+    # units: [a, a-continued], [b], [c]; max_exchanges=2 keeps the newest two units
+    assert [e.user_text for e in conversation.exchanges()] == ['b', 'c']
+    assert conversation.can_continue() and conversation.report_result(ActionResult('cccccccc1',
+                                                                                   ActionOutcome.SUCCEEDED))
+    assert not conversation.report_result(ActionResult('zzzzzzzz9', ActionOutcome.SUCCEEDED))
+    assert len(conversation.select(render, budget=100).exchanges) == 2       # 2 history tokens fit
+    assert len(conversation.select(render, budget=2).exchanges) == 1         # the budget drops the oldest
+    assert conversation.select(render, budget=0).prompt == [0]                # too long even alone
+    stale = conversation.select(render, budget=100)
+    conversation.reset()
+    assert conversation.record(exchange('d'), stale, cancel)                  # a reset keeps only the new turn
+    assert [e.user_text for e in conversation.exchanges()] == ['d'] and not conversation.can_continue()
+    cancel.set()
+    assert not conversation.record(exchange('e'), conversation.select(render, 100), cancel)
+    assert not conversation.retract('') and len(conversation) == 1

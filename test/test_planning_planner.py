@@ -4,24 +4,25 @@ tokenizer, vocabulary 131072): constrained decoding over 200+ varied prompts in 
 plan. Random weights make the choices random; validity must still be total."""
 from __future__ import annotations
 
+from contextlib import redirect_stderr, redirect_stdout
 import io
 import json
-import threading
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+import threading
 
 import jsonschema
-import pytest
-
 from ministral_ros.chat.tekken import bundled_tekken_path, convert_tekken
 from ministral_ros.chat.tokenizer import MinistralTokenizer
 from ministral_ros.cli import main as cli_main
-from ministral_ros.engine import CheckpointShape, Engine, GenerationConfig, export_model, write_random_checkpoint
+from ministral_ros.engine import Engine, GenerationConfig
+from ministral_ros.export import CheckpointShape, export_model, write_random_checkpoint
 from ministral_ros.planning.backend import PlanRequest
-from ministral_ros.planning.constraint import ConstraintOptions, ToolCallGrammar, build_lltokenizer
+from ministral_ros.planning.constraint import build_lltokenizer, ConstraintOptions, ToolCallGrammar
+from ministral_ros.planning.conversation import HistoryPolicy
 from ministral_ros.planning.plan import ActionOutcome, ActionResult, PlanStatus, RequestSource
-from ministral_ros.planning.planner import HistoryPolicy, Planner, PlannerConfig
+from ministral_ros.planning.planner import Planner, PlannerConfig
 from ministral_ros.planning.vocabulary import load_vocabulary
+import pytest
 
 MAX_NEW_TOKENS = 300
 
@@ -159,7 +160,7 @@ def test_cancel_during_generation_on_the_engine(parts):
 
     plan = planner.plan(PlanRequest('c', 'say hello', RequestSource.COMMAND), cancel, on_token)
     assert plan.status == PlanStatus.CANCELLED
-    assert planner.history_length == 0
+    assert len(planner.conversation) == 0
 
 
 def test_cli_plan_json(model_dir):

@@ -4,11 +4,16 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from ministral_ros.planning.vocabulary import (
+    ActionVocabulary,
+    default_vocabulary_path,
+    load_vocabulary,
+    parse_vocabulary,
+    parse_vocabulary_text,
+    VocabularyError,
+)
 import pytest
 import yaml
-
-from ministral_ros.planning.vocabulary import (ActionVocabulary, VocabularyError, default_vocabulary_path,
-                                               load_vocabulary, parse_vocabulary, parse_vocabulary_text)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,7 +57,7 @@ def test_default_vocabulary_arguments_validate():
 
 def test_tool_specs_are_openai_style_and_keep_the_authors_schema():
     vocabulary = parse_vocabulary(minimal(), 'x.yaml')
-    specs = vocabulary.tool_specs()
+    specs = [spec.to_json_object() for spec in vocabulary.tool_specs()]
     assert specs[0] == {'type': 'function', 'function': {
         'name': 'move', 'description': 'Drive straight.',
         'parameters': minimal()['actions'][0]['parameters']}}

@@ -9,8 +9,7 @@ import threading
 import time
 
 from ministral_ros.speech.backends import create_recognizer, create_segmenter
-from ministral_ros.speech.capture import (AudioDeviceError, DeviceSource, list_input_devices,
-                                          resolve_device)
+from ministral_ros.speech.capture import AudioDeviceError, DeviceSource, list_input_devices, resolve_device
 from ministral_ros.speech.config import InputSpec, load_config
 from ministral_ros.speech.espeak import speak_to_wav
 from ministral_ros.speech.pipeline import SpeechPipeline, SpeechService

@@ -5,15 +5,12 @@ from __future__ import annotations
 import subprocess
 import wave
 
-from ministral_ros.speech.audio import (Audio, AudioFormatError, level_dbfs, read_wav,
-                                        trim_silence, write_wav)
+from ministral_ros.speech.audio import Audio, AudioFormatError, level_dbfs, read_wav, trim_silence, write_wav
 from ministral_ros.speech.config import InputSpec, load_config, SpeechConfigError
 from ministral_ros.speech.espeak import compose
-from ministral_ros.speech.grammar import (build_jsgf, CommandVocabulary, GrammarError,
-                                          vocabulary_from_actions)
+from ministral_ros.speech.grammar import build_jsgf, CommandVocabulary, GrammarError, vocabulary_from_actions
 from ministral_ros.speech.resample import resample, Resampler
-from ministral_ros.speech.vad import (SegmenterConfig, SegmentEventKind, SileroVad,
-                                      UtteranceSegmenter)
+from ministral_ros.speech.vad import SegmenterConfig, SegmentEventKind, SileroVad, UtteranceSegmenter
 import numpy as np
 import pytest
 from speech_support import require_tools, ROOT, synthesize_commands

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from ministral_ros.node_params import NodeSettings
+from ministral_ros.node.params import NodeSettings
 from ministral_ros.speech.espeak import compose
 import pytest
 import rclpy

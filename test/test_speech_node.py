@@ -8,9 +8,9 @@ import sys
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from ministral_ros.node.speech_node import DEFAULT_TRANSCRIPT_TOPIC, SpeechNode
 from ministral_ros.speech.espeak import compose
-from ministral_ros.speech_node import DEFAULT_TRANSCRIPT_TOPIC, SpeechNode
-from ministral_ros.transcript_filter import parse_transcript
+from ministral_ros.speech.transcript import parse_transcript
 import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
@@ -104,7 +104,7 @@ def test_node_reports_a_missing_device_and_keeps_running(ros):
 
 
 def test_node_refuses_bad_configuration_with_one_line(tmp_path):
-    command = [sys.executable, '-c', 'import sys; from ministral_ros.speech_node import main; sys.exit(main())',
+    command = [sys.executable, '-c', 'import sys; from ministral_ros.node.speech_node import main; sys.exit(main())',
                '--ros-args', '-p', 'vad.threshold:=5.0']
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2

@@ -59,10 +59,27 @@ from ament_index_python.packages import get_package_share_directory as share
 assert "/install/" in ministral_ros.__file__ and "/install/" in m.__file__, (ministral_ros.__file__, m.__file__)
 print(share("ministral_ros"), share("ministral_ros_interfaces"))') >&2
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+# Start the node, wait (up to 60 s: imports are slow on a loaded machine) until its latched
+# ~/status is published, then Ctrl-C it: it must exit 0 without a traceback.
+"$python" "$node" --ros-args -p autostart:=false -r __ns:=/colcon_check > "$ws/node.log" 2>&1 &
+pid=$!
 set +e
-timeout --preserve-status -s INT 10 "$python" "$node" --ros-args -p autostart:=false -r __ns:=/colcon_check > "$ws/node.log" 2>&1
+(cd /tmp && timeout 90 "$python" -c '
+import sys, time, rclpy
+rclpy.init()
+probe = rclpy.create_node("colcon_check_probe")
+deadline = time.monotonic() + 60
+while probe.count_publishers("/colcon_check/ministral/status") == 0 and time.monotonic() < deadline:
+    rclpy.spin_once(probe, timeout_sec=0.2)
+sys.exit(0 if probe.count_publishers("/colcon_check/ministral/status") else 1)') >&2
+ready=$?
+kill -INT "$pid" 2>/dev/null
+for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid"; log "ministral_node ignored Ctrl-C for 10 s"; }
+wait "$pid"
 status=$?
 set -e
+[ "$ready" -eq 0 ] || { cat "$ws/node.log" >&2; log "ministral_node did not come up within 60 s"; exit 1; }
 if [ "$status" -ne 0 ] || grep -q Traceback "$ws/node.log"; then
   cat "$ws/node.log" >&2
   log "ministral_node did not start and stop cleanly (exit $status)"

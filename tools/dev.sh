@@ -23,4 +23,4 @@ if [ "$cmd" = test ]; then
   eval "$test_env"
   exec "$venv/bin/python" -m pytest -q "$@"
 fi
-exec "$venv/bin/python" -m ministral_ros.demo_node "$@"
+exec "$venv/bin/python" -m ministral_ros.demo_model.demo_driver_node "$@"

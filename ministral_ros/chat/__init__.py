@@ -21,15 +21,16 @@ docstring states every rule). Types (frozen dataclasses, validated on constructi
 ``ChatFormatError``): ``ChatMessage(role, content='', tool_calls=(), tool_call_id=None)`` with roles
 system/user/assistant/tool, ``ToolCall(name, arguments={}, id=generate_call_id())`` (arguments are the
 decoded JSON value; ids are 9 letters/digits), ``ToolSpec(name, description='', parameters={})``
-(JSON Schema), ``ChatRequest(messages, tools=(), continue_final=False)``; ``from_openai_request(dict)``
-parses an OpenAI-style request. ``render_prompt(request, tokenizer)`` / ``render_chat(messages,
+(JSON Schema), ``ChatRequest(messages, tools=(), continue_final=False)``; ``openai_request.from_openai_request(dict)``
+parses an OpenAI-style request into one. ``render_prompt(request, tokenizer)`` / ``render_chat(messages,
 tokenizer, tools)`` give the ids after which generation starts (they end with ``[/INST]`` or
 ``[/TOOL_RESULTS]``); the tokenizer is any object with ``encode`` and ``control_id``. For the decoder:
 an assistant tool-call turn is ``[TOOL_CALLS]`` + ``tool_calls_json(calls)`` + ``</s>``, i.e.
 ``[{"name": "navigate_to", "arguments": {"place": "kitchen"}, "id": "a1B2c3D4e"}]`` (``json.dumps``
 separators, ``ensure_ascii=False``); ``render_assistant_turn(message, tokenizer)`` gives those ids.
 Tools and system prompt ride with the LAST user message, so only single-turn prompts share a constant
-head, ``render_tools_prefix(tools, tokenizer)``; reuse KV entries by ``common_prefix_length``.
+head, ``<s>[AVAILABLE_TOOLS]<tools_json(tools)>[/AVAILABLE_TOOLS][INST]``; reuse KV entries by
+``common_prefix_length``.
 
 llguidance reads the same tokenizer: ``llguidance.LLTokenizer(tok.hf.to_str(), n_vocab=tok.vocab_size,
 eos_token=tok.eos_id)`` (1-4.5 s to build here; ``llguidance.hf.from_tokenizer`` wants a transformers

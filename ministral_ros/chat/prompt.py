@@ -52,22 +52,24 @@ message, they are not a constant prefix of a multi-turn conversation: when a new
 arrives the block moves behind the history, and the previous prompt shares only ``<s>`` with the
 new one. What stays constant:
   * for single-turn requests (one user message, any system prompt) every prompt starts with
-    ``render_tools_prefix(tools)`` = ``<s>[AVAILABLE_TOOLS]...[/AVAILABLE_TOOLS][INST]``, usually
+    ``<s>[AVAILABLE_TOOLS]<tools_json(tools)>[/AVAILABLE_TOOLS][INST]`` (``<s>[INST]`` without tools), usually
     followed by the same system-prompt tokens (the split at the blank line can shift when the user
     text starts with whitespace or "/");
   * within one user request, the multi-step tool loop (assistant calls, tool results, next
     generation) only appends after the last user message, so each step's prompt extends the last.
 The robust rule for the engine is to reuse the longest common prefix of token ids between the cached
 sequence and the new prompt (``common_prefix_length``); the tools prefix is the guaranteed part.
+
+OpenAI-style request dicts are parsed into ``ChatRequest`` objects by ``openai_request.py``.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 import json
 import random
 import re
 import string
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 ROLES = ('system', 'user', 'assistant', 'tool')
@@ -109,12 +111,12 @@ def generate_call_id(rng: random.Random | None = None) -> str:
     return ''.join(pick(_CALL_ID_ALPHABET) for _ in range(9))
 
 
-def _check_name(name: object, what: str) -> None:
+def check_name(name: object, what: str) -> None:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ChatFormatError(f'{what} must be 1-64 characters from a-z, A-Z, 0-9, "_" and "-", got {name!r}')
 
 
-def _check_call_id(call_id: object, what: str) -> None:
+def check_call_id(call_id: object, what: str) -> None:
     if not isinstance(call_id, str) or not _CALL_ID_RE.fullmatch(call_id):
         hint = ' (an id is required: every call needs one)' if call_id in (None, 'null') else ''
         raise ChatFormatError(f'{what} must be exactly 9 letters or digits, e.g. "a1B2c3D4e", got {call_id!r}{hint}')
@@ -162,8 +164,8 @@ class ToolCall:
     id: str = field(default_factory=generate_call_id)
 
     def __post_init__(self) -> None:
-        _check_name(self.name, 'tool call name')
-        _check_call_id(self.id, f'id of the call to {self.name!r}')
+        check_name(self.name, 'tool call name')
+        check_call_id(self.id, f'id of the call to {self.name!r}')
         _check_json(self.arguments, f'arguments of the call to {self.name!r}')
 
     def to_json_object(self) -> dict[str, Any]:
@@ -179,9 +181,10 @@ class ToolSpec:
     parameters: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_name(self.name, 'tool name')
+        check_name(self.name, 'tool name')
         if not isinstance(self.description, str):
-            raise ChatFormatError(f'description of tool {self.name!r} must be a string, got {type(self.description).__name__}')
+            raise ChatFormatError(
+                f'description of tool {self.name!r} must be a string, got {type(self.description).__name__}')
         if not isinstance(self.parameters, Mapping):
             raise ChatFormatError(
                 f'parameters of tool {self.name!r} must be a JSON-schema object, got {type(self.parameters).__name__}')
@@ -190,7 +193,8 @@ class ToolSpec:
         try:
             jsonschema.Draft7Validator.check_schema(dict(self.parameters))
         except jsonschema.exceptions.SchemaError as error:
-            raise ChatFormatError(f'parameters of tool {self.name!r} are not a valid JSON Schema: {error.message}') from error
+            raise ChatFormatError(
+                f'parameters of tool {self.name!r} are not a valid JSON Schema: {error.message}') from error
         _check_json(self.to_json_object(), f'tool {self.name!r}')
 
     def to_json_object(self) -> dict[str, Any]:
@@ -219,12 +223,13 @@ class ChatMessage:
         if self.tool_calls and self.role != 'assistant':
             raise ChatFormatError(f'only assistant messages carry tool calls, not {self.role} messages')
         if self.role == 'tool':
-            _check_call_id(self.tool_call_id, 'tool_call_id of a tool message')
+            check_call_id(self.tool_call_id, 'tool_call_id of a tool message')
             _check_json(decode_json_or_text(self.content), 'tool result')
         elif self.tool_call_id is not None:
             raise ChatFormatError(f'only tool messages carry a tool_call_id, not {self.role} messages')
         if self.role == 'assistant' and bool(self.content) == bool(self.tool_calls):
-            raise ChatFormatError('an assistant message must have either text content or tool calls, not both and not neither')
+            raise ChatFormatError(
+                'an assistant message must have either text content or tool calls, not both and not neither')
 
 
 @dataclass(frozen=True)
@@ -235,7 +240,7 @@ class _Turn:
     tool_call_id: str | None = None
 
 
-def _join(texts: Sequence[str]) -> str:
+def join_texts(texts: Sequence[str]) -> str:
     return MESSAGE_JOIN.join(text for text in texts if text)
 
 
@@ -250,9 +255,9 @@ def _turns(messages: Sequence[ChatMessage]) -> list[_Turn]:
             end += 1
         run = messages[start:end]
         if role == 'user':
-            turns.append(_Turn('user', _join([m.content for m in run])))
+            turns.append(_Turn('user', join_texts([m.content for m in run])))
         elif role == 'assistant':
-            content = _join([m.content for m in run])
+            content = join_texts([m.content for m in run])
             calls = tuple(call for m in run for call in m.tool_calls)
             if content and calls:
                 raise ChatFormatError(
@@ -287,7 +292,7 @@ class ChatRequest:
 
     @property
     def system_prompt(self) -> str | None:
-        text = _join([m.content for m in self.messages if m.role == 'system'])
+        text = join_texts([m.content for m in self.messages if m.role == 'system'])
         return text or None
 
 
@@ -313,8 +318,9 @@ def _validate_structure(messages: Sequence[ChatMessage], continue_final: bool) -
             pending -= 1
         elif message.role == 'assistant':
             if pending != 0:
+                count = 'too many' if pending < 0 else 'too few'
                 raise ChatFormatError(
-                    f'messages[{index}]: the previous assistant tool calls got {"too many" if pending < 0 else "too few"} '
+                    f'messages[{index}]: the previous assistant tool calls got {count} '
                     'tool results; send exactly one tool message per call before the next assistant message')
             pending = len(message.tool_calls)
 
@@ -390,8 +396,8 @@ def render_prompt(request: ChatRequest, tokenizer: PromptTokenizer) -> list[int]
             final = not (request.continue_final and index == len(turns) - 1)
             tokens += _assistant_tokens(turn.content, turn.tool_calls, tokenizer, controls, final)
         else:
-            tokens += [controls[TOOL_RESULTS], *tokenizer.encode(tool_result_json(turn.content, turn.tool_call_id or '')),
-                       controls[END_TOOL_RESULTS]]
+            result = tool_result_json(turn.content, turn.tool_call_id or '')
+            tokens += [controls[TOOL_RESULTS], *tokenizer.encode(result), controls[END_TOOL_RESULTS]]
     return tokens
 
 
@@ -399,19 +405,6 @@ def render_chat(messages: Sequence[ChatMessage], tokenizer: PromptTokenizer, too
                 *, continue_final: bool = False) -> list[int]:
     """``render_prompt`` for loose messages and tools (validated on the way)."""
     return render_prompt(ChatRequest(tuple(messages), tuple(tools), continue_final), tokenizer)
-
-
-def render_tools_prefix(tools: Sequence[ToolSpec], tokenizer: PromptTokenizer) -> list[int]:
-    """``<s>[AVAILABLE_TOOLS]<tools>[/AVAILABLE_TOOLS][INST]`` (``<s>[INST]`` without tools).
-
-    Every single-turn prompt (one user message, any system prompt, no history) starts with exactly
-    these ids, so their KV cache can be computed once per tool set. Multi-turn prompts do not.
-    """
-    controls = _Controls(tokenizer)
-    tokens = [controls[BOS]]
-    if tools:
-        tokens += [controls[AVAILABLE_TOOLS], *tokenizer.encode(tools_json(tools)), controls[END_AVAILABLE_TOOLS]]
-    return tokens + [controls[INST]]
 
 
 def common_prefix_length(cached: Sequence[int], prompt: Sequence[int]) -> int:
@@ -422,145 +415,3 @@ def common_prefix_length(cached: Sequence[int], prompt: Sequence[int]) -> int:
             break
         length += 1
     return length
-
-
-# -- OpenAI-style requests --------------------------------------------------------------------------
-
-def _text_content(raw: object, where: str, required: bool) -> str:
-    if raw is None:
-        if required:
-            raise ChatFormatError(f'{where}: "content" is required (a string or a list of text parts)')
-        return ''
-    if isinstance(raw, str):
-        return raw
-    if isinstance(raw, list):
-        texts = []
-        for index, part in enumerate(raw):
-            if not isinstance(part, dict):
-                raise ChatFormatError(f'{where}: content[{index}] must be an object like {{"type": "text", "text": "..."}}')
-            if part.get('type') != 'text':
-                raise ChatFormatError(
-                    f'{where}: content[{index}] has type {part.get("type")!r}; the V3 format carries text only '
-                    '(use {"type": "text", "text": "..."})')
-            if not isinstance(part.get('text'), str):
-                raise ChatFormatError(f'{where}: content[{index}].text must be a string')
-            texts.append(part['text'])
-        return _join(texts)
-    raise ChatFormatError(f'{where}: "content" must be a string or a list of text parts, got {type(raw).__name__}')
-
-
-def _parse_arguments(raw: object, where: str) -> Any:
-    if raw is None:
-        return {}
-    if isinstance(raw, dict):
-        return raw
-    if isinstance(raw, str):
-        return decode_json_or_text(raw)
-    raise ChatFormatError(f'{where}.arguments must be a JSON string or an object, got {type(raw).__name__}')
-
-
-def _parse_tool_call(raw: object, where: str) -> ToolCall:
-    if not isinstance(raw, dict):
-        raise ChatFormatError(f'{where} must be an object {{"id", "type": "function", "function": {{"name", "arguments"}}}}')
-    if raw.get('type', 'function') != 'function':
-        raise ChatFormatError(f'{where}.type must be "function", got {raw.get("type")!r}')
-    function = raw.get('function')
-    if not isinstance(function, dict):
-        raise ChatFormatError(f'{where}.function must be an object with "name" and "arguments"')
-    if not isinstance(function.get('name'), str):
-        raise ChatFormatError(f'{where}.function.name must be a string')
-    if 'arguments' not in function:
-        raise ChatFormatError(f'{where}.function.arguments is missing (use "{{}}" for a call without arguments)')
-    arguments = _parse_arguments(function['arguments'], f'{where}.function')
-    call_id = raw.get('id', 'null')
-    _check_call_id(call_id, f'{where}.id')
-    try:
-        return ToolCall(name=function['name'], arguments=arguments, id=call_id)
-    except ChatFormatError as error:
-        raise ChatFormatError(f'{where}: {error}') from error
-
-
-def _parse_message(raw: object, index: int) -> ChatMessage:
-    where = f'messages[{index}]'
-    if not isinstance(raw, dict):
-        raise ChatFormatError(f'{where} must be an object with "role" and "content"')
-    role = raw.get('role')
-    if role == 'developer':
-        role = 'system'
-    if role not in ROLES:
-        raise ChatFormatError(f'{where}.role must be one of system, user, assistant, tool; got {role!r}')
-    where = f'{where} ({role})'
-    if role in ('user', 'system', 'tool') and 'content' not in raw:
-        raise ChatFormatError(f'{where}: "content" is missing')
-    if role == 'assistant':
-        for key in ('reasoning', 'reasoning_content'):
-            if raw.get(key) is not None:
-                raise ChatFormatError(f'{where}: "{key}" is not supported by the V3 format; remove it')
-        raw_calls = raw.get('tool_calls')
-        if raw_calls is not None and not isinstance(raw_calls, list):
-            raise ChatFormatError(f'{where}: "tool_calls" must be a list')
-        calls = tuple(_parse_tool_call(call, f'{where}.tool_calls[{i}]') for i, call in enumerate(raw_calls or ()))
-        content = _text_content(raw.get('content'), where, required=False)
-        if calls and raw.get('content'):
-            raise ChatFormatError(f'{where}: an assistant message has either content or tool_calls, not both')
-        try:
-            return ChatMessage('assistant', content, calls)
-        except ChatFormatError as error:
-            raise ChatFormatError(f'{where}: {error}') from error
-    content = _text_content(raw.get('content'), where, required=True)
-    if role == 'tool':
-        if raw.get('name') is not None:
-            _check_name(raw['name'], f'{where}: "name"')
-        if 'tool_call_id' not in raw or raw['tool_call_id'] is None:
-            raise ChatFormatError(f'{where}: "tool_call_id" is missing; it must name the call this result answers')
-        try:
-            return ChatMessage('tool', content, tool_call_id=raw['tool_call_id'])
-        except ChatFormatError as error:
-            raise ChatFormatError(f'{where}: {error}') from error
-    return ChatMessage(role, content)
-
-
-def _parse_tool(raw: object, index: int) -> ToolSpec:
-    where = f'tools[{index}]'
-    if not isinstance(raw, dict):
-        raise ChatFormatError(f'{where} must be an object {{"type": "function", "function": {{...}}}}')
-    if raw.get('type', 'function') != 'function':
-        raise ChatFormatError(f'{where}.type must be "function", got {raw.get("type")!r}')
-    function = raw.get('function')
-    if not isinstance(function, dict):
-        raise ChatFormatError(f'{where}.function must be an object with "name", "description", "parameters"')
-    if not isinstance(function.get('name'), str):
-        raise ChatFormatError(f'{where}.function.name must be a string')
-    description = function.get('description')
-    parameters = function.get('parameters')
-    try:
-        return ToolSpec(name=function['name'], description='' if description is None else description,
-                        parameters={} if parameters is None else parameters)
-    except ChatFormatError as error:
-        raise ChatFormatError(f'{where}: {error}') from error
-
-
-def from_openai_request(request: object) -> ChatRequest:
-    """Parse an OpenAI-style chat request: ``messages``, optional ``tools``, ``continue_final_message``.
-
-    Other keys (model, temperature, ...) are ignored as an OpenAI server would. Roles: system (or
-    developer), user, assistant (``content`` or ``tool_calls``; each call needs ``id`` and
-    ``function.arguments``, a JSON string, an object or null for ``{}``), tool (``tool_call_id``,
-    ``content``). Keys that do not belong to a role (``tool_calls`` on
-    a user message, say) are ignored like mistral-common does. Malformed input raises
-    ``ChatFormatError`` naming the offending entry.
-    """
-    if not isinstance(request, dict):
-        raise ChatFormatError(f'a chat request must be a JSON object with "messages", got {type(request).__name__}')
-    messages = request.get('messages')
-    if not isinstance(messages, list):
-        raise ChatFormatError('the request needs "messages": a list of {"role": ..., "content": ...} objects')
-    tools = request.get('tools')
-    if tools is not None and not isinstance(tools, list):
-        raise ChatFormatError('"tools" must be a list of {"type": "function", "function": {...}} objects')
-    continue_final = request.get('continue_final_message', False)
-    if not isinstance(continue_final, bool):
-        raise ChatFormatError(f'"continue_final_message" must be true or false, got {continue_final!r}')
-    parsed_messages = tuple(_parse_message(message, index) for index, message in enumerate(messages))
-    parsed_tools = tuple(_parse_tool(tool, index) for index, tool in enumerate(tools or ()))
-    return ChatRequest(parsed_messages, parsed_tools, continue_final)

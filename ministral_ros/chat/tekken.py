@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, decoders, models, pre_tokenizers, Regex, Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,8 @@ def read_tekken(path: Path) -> TekkenData:
 
 def _special_tokens(listed: object, num_special: int, version: str, path: Path) -> tuple[str, ...]:
     if num_special < 3:
-        raise TekkenFormatError(f'{path}: config.default_num_special_tokens={num_special}; need at least <unk>, <s>, </s>')
+        raise TekkenFormatError(
+            f'{path}: config.default_num_special_tokens={num_special}; need at least <unk>, <s>, </s>')
     if listed is None:
         if version not in _VERSIONS_WITH_LEGACY_SPECIALS:
             raise TekkenFormatError(f'{path}: version {version} files must list "special_tokens"')

@@ -14,15 +14,14 @@ Two rules make it behave like Mistral's reference tokenizer rather than a chat-t
 from __future__ import annotations
 
 import codecs
+from collections.abc import Iterable
 import json
 import logging
 import operator
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders
-
-from ministral_ros.chat.tekken import TekkenFormatError, byte_to_unicode, tokenizer_from_tekken
+from ministral_ros.chat.tekken import byte_to_unicode, TekkenFormatError, tokenizer_from_tekken
+from tokenizers import decoders, Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +73,8 @@ class MinistralTokenizer:
         """Load a ``tokenizer.json``; a tekken file (name containing "tekken") is converted in memory."""
         path = Path(path)
         if not path.is_file():
-            raise TokenizerLoadError(f'tokenizer file {path} does not exist (expected {TOKENIZER_JSON} or {TEKKEN_JSON})')
+            raise TokenizerLoadError(
+                f'tokenizer file {path} does not exist (expected {TOKENIZER_JSON} or {TEKKEN_JSON})')
         if 'tekken' in path.name:
             return cls.from_tekken(path)
         try:
@@ -220,16 +220,8 @@ class StreamDecoder:
             return ''
         return self._utf8.decode(raw)
 
-    def push_many(self, ids: Sequence[int]) -> str:
-        return ''.join(self.push(token_id) for token_id in ids)
-
     def flush(self) -> str:
         return self._utf8.decode(b'', final=True)
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes held back because they start a character that is not complete yet."""
-        return len(self._utf8.getstate()[0])
 
 
 def _looks_like_tekken(path: Path) -> bool:

@@ -1,6 +1,6 @@
 """``ministral-ros bench MODEL_DIR``: decode/prefill speed, latency, memory; optionally vs optimum and genai.
 
-Each engine runs in its own process (``ministral_ros.engine.benchmark``), one after another, for
+Each engine runs in its own process (``ministral_ros.commands.bench_runner``), one after another, for
 ``--rounds`` rounds; per context the best (lowest-latency) round is kept, because on a shared machine
 the noise only ever adds time. ``--optimum DIR`` / ``--genai DIR`` add the peers (folders built from the
 same checkpoint by ``benchmarks/build_bench_model.py``). The speed ratio is peer median per-token
@@ -56,7 +56,7 @@ def _best_rows(runs: list[dict]) -> dict[int, dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ministral_ros.engine.benchmark import run_isolated
+    from ministral_ros.commands.bench_runner import run_isolated
     from ministral_ros.engine.manifest import ModelFolderError, verify_model_dir
 
     if args.new_tokens < 2 or args.rounds < 1:

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ministral_ros.engine.exporter import ExportError, export_model
+    from ministral_ros.export.exporter import export_model, ExportError
     try:
         manifest = export_model(args.src, args.out, args.precision, layer_pattern=args.layer_pattern,
                                 opset=args.opset, overwrite=args.overwrite, attention=args.attention)

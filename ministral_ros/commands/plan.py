@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from ministral_ros.engine import GenerationConfig, ModelFolderError
     from ministral_ros.planning.backend import PlanRequest
     from ministral_ros.planning.constraint import ConstraintError, ConstraintOptions
+    from ministral_ros.planning.conversation import HistoryPolicy
     from ministral_ros.planning.plan import PlanStatus, RequestSource
-    from ministral_ros.planning.planner import DEFAULT_SYSTEM_PROMPT, HistoryPolicy, Planner, PlannerConfig
+    from ministral_ros.planning.planner import DEFAULT_SYSTEM_PROMPT, Planner, PlannerConfig
     from ministral_ros.planning.vocabulary import VocabularyError
 
     if not args.text.strip():
@@ -61,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
             FileNotFoundError, ValueError) as error:
         raise CommandError(str(error)) from None
     request = PlanRequest(uuid.uuid4().hex[:12], args.text, RequestSource.COMMAND)
-    plan = planner.plan(request, threading.Event(), _echo if args.stream else None)
+    try:
+        plan = planner.plan(request, threading.Event(), _echo if args.stream else None)
+    finally:
+        planner.close()
     if args.stream:
         sys.stderr.write('\n')
     if args.json:

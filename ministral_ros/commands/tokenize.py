@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+import sys
 
-from ministral_ros.chat.prompt import ChatFormatError, from_openai_request, render_prompt
-from ministral_ros.chat.tokenizer import (MinistralTokenizer, TokenizerLoadError, decode_json_object,
-                                          load_json_object)
+from ministral_ros.chat.openai_request import from_openai_request
+from ministral_ros.chat.prompt import ChatFormatError, render_prompt
+from ministral_ros.chat.tokenizer import decode_json_object, load_json_object, MinistralTokenizer, TokenizerLoadError
 from ministral_ros.cli import CommandError
 
 HELP = 'print the token ids the model sees for an OpenAI-style chat request (V3 tekken prompt format)'

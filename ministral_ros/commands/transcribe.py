@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from ministral_ros.speech.audio import AudioFormatError, read_wav
     from ministral_ros.speech.backends import create_recognizer, create_segmenter
     from ministral_ros.speech.capture import AudioDeviceError, FileSource
-    from ministral_ros.speech.config import SpeechConfigError, load_config
-    from ministral_ros.speech.pipeline import SpeechPipeline, TranscriptEvent, run_file
+    from ministral_ros.speech.config import load_config, SpeechConfigError
+    from ministral_ros.speech.pipeline import run_file, SpeechPipeline, TranscriptEvent
     from ministral_ros.speech.recognizer import RecognizerError, transcribe
     from ministral_ros.speech.resample import resample
     from ministral_ros.speech.vad import VadModelError

@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import logging
-import sys
-from dataclasses import replace
 from pathlib import Path
+import sys
 
-from ministral_ros.demo_model.build import DEFAULT_MODEL_NAME, BuildConfig, build, evaluate_folder
+from ministral_ros.demo_model.build import build, BuildConfig, DEFAULT_MODEL_NAME, evaluate_folder
 from ministral_ros.demo_model.generator import generate_examples
-from ministral_ros.demo_model.phrasings import DEFAULT_PHRASINGS, PhrasingsError, load_phrasings
+from ministral_ros.demo_model.phrasings import DEFAULT_PHRASINGS, load_phrasings, PhrasingsError
 from ministral_ros.demo_model.train import ModelShape, TrainConfig
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from ministral_ros.share_paths import SOURCE_ROOT
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
                                      description='Build, evaluate or inspect the embedded demo model.')
     sub = parser.add_subparsers(dest='command', required=True)
     b = sub.add_parser('build', help='generate data, train tokenizer and model, export, evaluate')
-    b.add_argument('--out', type=Path, default=REPO_ROOT / 'models' / DEFAULT_MODEL_NAME)
+    b.add_argument('--out', type=Path, default=SOURCE_ROOT / 'models' / DEFAULT_MODEL_NAME)
     b.add_argument('--work', type=Path, required=True, help='scratch folder (checkpoint, tokenizer, report.json)')
     b.add_argument('--overwrite', action='store_true', help='replace a non-empty --out folder')
     b.add_argument('--seed', type=int, default=BuildConfig.seed)
@@ -42,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument('--threads', type=int, default=TrainConfig.threads,
                    help='torch CPU threads for training (results differ slightly with the count)')
     b.add_argument('--init-from', type=Path, default=None,
-                   help='continue training from this checkpoint (work/hf of an earlier build) instead of random weights')
+                   help='continue training from this checkpoint (work/hf of an earlier build) '
+                        'instead of random weights')
     b.add_argument('--score-call-ids', action='store_true',
                    help='keep the random call ids in the loss (how the first stage of the shipped model was trained)')
     b.add_argument('--precision', default=BuildConfig.precision)

@@ -5,7 +5,7 @@
 1. generate training requests (train templates only) and conversations with history;
 2. train the small BPE tokenizer on the training text, the tools block and the answer JSON;
 3. render every example with the real planner (dataset.py) and train the model (train.py);
-4. export the checkpoint through the engine's own exporter (``ministral_ros.engine.export_model``),
+4. export the checkpoint through the engine's own exporter (``ministral_ros.export.export_model``),
    the same path a real Ministral checkpoint takes;
 5. evaluate the exported folder on held-out requests (templates never used in training) through
    the real ``Planner`` with constrained decoding; write ``report.json`` into the work folder.
@@ -16,17 +16,24 @@ floating-point summation order across torch versions.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field, replace
 import json
 import logging
+from pathlib import Path
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from ministral_ros.demo_model.generator import Example, generate_examples
-from ministral_ros.demo_model.phrasings import DEFAULT_PHRASINGS, Phrasings, load_phrasings
-from ministral_ros.demo_model.train import TrainConfig
+from ministral_ros.demo_model.phrasings import DEFAULT_PHRASINGS, load_phrasings, Phrasings
+from ministral_ros.demo_model.train import EncodedExample, TrainConfig
+
+if TYPE_CHECKING:
+    from ministral_ros.chat.tokenizer import MinistralTokenizer
+    from ministral_ros.demo_model.dataset import HistoryTurn
+    from ministral_ros.planning.vocabulary import ActionVocabulary
+
+    Conversation = tuple[list[HistoryTurn], list[Example]]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +66,8 @@ class BuildConfig:
 
 def tokenizer_corpus(examples: list[Example], renderer_texts: list[str]) -> list[str]:
     """Texts the BPE is trained on: requests, answers (tool-call JSON, replies) and fixed prompt parts."""
-    from ministral_ros.chat.prompt import ToolCall as PromptToolCall, tool_calls_json
+    from ministral_ros.chat.prompt import tool_calls_json
+    from ministral_ros.chat.prompt import ToolCall as PromptToolCall
 
     corpus = [e.text for e in examples]
     for example in examples:
@@ -80,14 +88,13 @@ def heldout_conversations(phrasings: Phrasings, count: int, length: int, seed: i
 def build(out_dir: Path | str, work_dir: Path | str, config: BuildConfig | None = None,
           phrasings_path: Path | str = DEFAULT_PHRASINGS, actions_path: Path | str | None = None,
           overwrite: bool = False, init_from: Path | str | None = None) -> dict[str, Any]:
-    """Run the recipe (module docstring); returns the report (also written to work_dir/report.json)."""
+    """Run the recipe (module docstring); returns the report (also written to work_dir/report.json).
+
+    Steps 1-3 are the functions below, called in this order; each takes everything it uses as
+    arguments, so the data, tokenizer and weights depend only on ``config`` and the input files.
+    """
     config = config if config is not None else BuildConfig()
-    from ministral_ros.chat.prompt import tool_result_json, tools_json
     from ministral_ros.chat.tokenizer import MinistralTokenizer
-    from ministral_ros.demo_model import dataset
-    from ministral_ros.demo_model.tokenizer_builder import save_tokenizer, train_tokenizer
-    from ministral_ros.demo_model.train import train
-    from ministral_ros.planning.planner import DEFAULT_SYSTEM_PROMPT, result_content
     from ministral_ros.planning.vocabulary import load_vocabulary
 
     started = time.monotonic()
@@ -99,58 +106,23 @@ def build(out_dir: Path | str, work_dir: Path | str, config: BuildConfig | None 
                               'actions': str(vocabulary.source)}
 
     logger.info('1/5 generating data (seed %d)', config.seed)
-    singles = generate_examples(phrasings, 'train', config.single_examples, config.seed)
-    conversations = dataset.history_groups(phrasings, 'train', config.seed, config.history_groups,
-                                           config.train.batch_examples, config.max_history_turns)
-    problems = validate_examples(singles + [e for _, reqs in conversations for e in reqs], vocabulary)
-    if problems:
-        raise ValueError('generated calls do not match the vocabulary (fix calls_for_intent or the '
-                         f'phrasings lists): {problems[:5]}')
+    singles, conversations = _generate_data(phrasings, vocabulary, config)
 
     logger.info('2/5 training the tokenizer (vocab %d)', config.vocab_size)
-    from ministral_ros.chat.prompt import ToolSpec
-    tools = [ToolSpec(t['function']['name'], t['function']['description'], t['function']['parameters'])
-             for t in vocabulary.tool_specs()]
-    fixed = [tools_json(tools), DEFAULT_SYSTEM_PROMPT]
-    for status in ('succeeded', 'unknown', 'failed'):
-        fixed.append(tool_result_json(result_content(None) if status == 'unknown'
-                                      else json.dumps({'status': status}), 'a1B2c3D4e'))
-    fixed.append(tool_result_json(result_content(None, clarification=True), 'a1B2c3D4e'))
-    corpus = tokenizer_corpus(singles, fixed * 300)
-    hf_tokenizer = train_tokenizer(corpus, config.vocab_size)
-    tokenizer_path = save_tokenizer(hf_tokenizer, work / 'tokenizer.json')
+    tokenizer_path = _train_tokenizer(singles, vocabulary, config.vocab_size, work)
     tokenizer = MinistralTokenizer.from_file(tokenizer_path)
 
     logger.info('3/5 rendering with the planner and training')
-    renderer = dataset.DemoRenderer(tokenizer, vocabulary)
-    encoded = renderer.encode_single_turn(singles)
-    for index, (history, requests) in enumerate(conversations):
-        encoded += renderer.encode_conversation(history, requests, group=f'history-{index}')
-    if config.score_call_ids:
-        encoded = [replace(e, unscored=frozenset()) for e in encoded]
-    report['data'] = {'single_examples': len(singles), 'history_examples': len(encoded) - len(singles),
-                      'prefix_tokens': len(renderer.planner.prefix_ids),
-                      'tokenizer_vocab': tokenizer.vocab_size,
-                      'mean_suffix_tokens': sum(len(e.suffix) for e in encoded) / len(encoded)}
+    encoded, report['data'] = _render(tokenizer, vocabulary, singles, conversations, config.score_call_ids)
     hf_dir = work / 'hf'
     if init_from is not None:
-        init_from = Path(init_from)
-        if init_from.resolve() == hf_dir.resolve():
-            raise ValueError(f'--init-from {init_from} is the output checkpoint folder; use another --work')
-        earlier = init_from / 'tokenizer.json'
-        if not earlier.is_file() or earlier.read_bytes() != tokenizer_path.read_bytes():
-            raise ValueError(f'{init_from} was trained with another tokenizer; use the same --seed, '
-                             '--single-examples and phrasings as the build that made it')
+        init_from = _checked_init_from(Path(init_from), hf_dir, tokenizer_path)
         report['init_from'] = str(init_from)
-    if hf_dir.exists():
-        shutil.rmtree(hf_dir)
-    summary = train(encoded, tokenizer.vocab_size, config.train, hf_dir, init_from=init_from)
-    shutil.copyfile(tokenizer_path, hf_dir / 'tokenizer.json')
-    report['training'] = summary
+    report['training'] = _train_checkpoint(encoded, tokenizer.vocab_size, config, hf_dir, tokenizer_path, init_from)
     del encoded
 
     logger.info('4/5 exporting %s to %s at %s', hf_dir, out, config.precision)
-    from ministral_ros.engine import export_model
+    from ministral_ros.export import export_model
     export_model(hf_dir, out, config.precision, overwrite=overwrite, attention=config.attention)
     report['model_bytes'] = sum(f.stat().st_size for f in out.rglob('*') if f.is_file())
 
@@ -164,7 +136,88 @@ def build(out_dir: Path | str, work_dir: Path | str, config: BuildConfig | None 
     return report
 
 
-def validate_examples(examples: list[Example], vocabulary) -> list[str]:
+def _generate_data(phrasings: Phrasings, vocabulary: ActionVocabulary, config: BuildConfig
+                   ) -> tuple[list[Example], list[Conversation]]:
+    """Step 1: single-turn examples and history groups, every call checked against the vocabulary."""
+    from ministral_ros.demo_model import dataset
+
+    singles = generate_examples(phrasings, 'train', config.single_examples, config.seed)
+    conversations = dataset.history_groups(phrasings, 'train', config.seed, config.history_groups,
+                                           config.train.batch_examples, config.max_history_turns)
+    problems = validate_examples(singles + [e for _, reqs in conversations for e in reqs], vocabulary)
+    if problems:
+        raise ValueError('generated calls do not match the vocabulary (fix calls_for_intent or the '
+                         f'phrasings lists): {problems[:5]}')
+    return singles, conversations
+
+
+def _prompt_texts(vocabulary: ActionVocabulary) -> list[str]:
+    """The fixed prompt parts the tokenizer must encode compactly: the tools block, the system
+    prompt and the tool-result messages the planner writes."""
+    from ministral_ros.chat.prompt import tool_result_json, tools_json
+    from ministral_ros.planning.conversation import result_content
+    from ministral_ros.planning.planner import DEFAULT_SYSTEM_PROMPT
+
+    tools = vocabulary.tool_specs()
+    fixed = [tools_json(tools), DEFAULT_SYSTEM_PROMPT]
+    for status in ('succeeded', 'unknown', 'failed'):
+        fixed.append(tool_result_json(result_content(None) if status == 'unknown'
+                                      else json.dumps({'status': status}), 'a1B2c3D4e'))
+    fixed.append(tool_result_json(result_content(None, clarification=True), 'a1B2c3D4e'))
+    return fixed
+
+
+def _train_tokenizer(singles: list[Example], vocabulary: ActionVocabulary, vocab_size: int, work: Path) -> Path:
+    """Step 2: the BPE tokenizer, saved as work/tokenizer.json (returned)."""
+    from ministral_ros.demo_model.tokenizer_builder import save_tokenizer, train_tokenizer
+
+    corpus = tokenizer_corpus(singles, _prompt_texts(vocabulary) * 300)
+    hf_tokenizer = train_tokenizer(corpus, vocab_size)
+    return save_tokenizer(hf_tokenizer, work / 'tokenizer.json')
+
+
+def _render(tokenizer: MinistralTokenizer, vocabulary: ActionVocabulary, singles: list[Example],
+            conversations: list[Conversation], score_call_ids: bool) -> tuple[list[EncodedExample], dict[str, Any]]:
+    """Step 3a: every example rendered by the real planner; returns them and the report's ``data``."""
+    from ministral_ros.demo_model import dataset
+
+    renderer = dataset.DemoRenderer(tokenizer, vocabulary)
+    encoded = renderer.encode_single_turn(singles)
+    for index, (history, requests) in enumerate(conversations):
+        encoded += renderer.encode_conversation(history, requests, group=f'history-{index}')
+    if score_call_ids:
+        encoded = [replace(e, unscored=frozenset()) for e in encoded]
+    data = {'single_examples': len(singles), 'history_examples': len(encoded) - len(singles),
+            'prefix_tokens': len(renderer.planner.prefix_ids),
+            'tokenizer_vocab': tokenizer.vocab_size,
+            'mean_suffix_tokens': sum(len(e.suffix) for e in encoded) / len(encoded)}
+    return encoded, data
+
+
+def _checked_init_from(init_from: Path, hf_dir: Path, tokenizer_path: Path) -> Path:
+    """``--init-from`` must be another build's checkpoint trained with this very tokenizer."""
+    if init_from.resolve() == hf_dir.resolve():
+        raise ValueError(f'--init-from {init_from} is the output checkpoint folder; use another --work')
+    earlier = init_from / 'tokenizer.json'
+    if not earlier.is_file() or earlier.read_bytes() != tokenizer_path.read_bytes():
+        raise ValueError(f'{init_from} was trained with another tokenizer; use the same --seed, '
+                         '--single-examples and phrasings as the build that made it')
+    return init_from
+
+
+def _train_checkpoint(encoded: list[EncodedExample], vocab_size: int, config: BuildConfig, hf_dir: Path,
+                      tokenizer_path: Path, init_from: Path | None) -> dict[str, Any]:
+    """Step 3b: train into a fresh ``hf_dir`` (with the tokenizer beside the weights); the summary."""
+    from ministral_ros.demo_model.train import train
+
+    if hf_dir.exists():
+        shutil.rmtree(hf_dir)
+    summary = train(encoded, vocab_size, config.train, hf_dir, init_from=init_from)
+    shutil.copyfile(tokenizer_path, hf_dir / 'tokenizer.json')
+    return summary
+
+
+def validate_examples(examples: list[Example], vocabulary: ActionVocabulary) -> list[str]:
     """Schema errors of every generated call against the vocabulary (empty when all are valid)."""
     problems = []
     for example in examples:

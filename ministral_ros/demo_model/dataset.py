@@ -17,18 +17,20 @@ trained as one group (see train.py's shared-prefix batches).
 """
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+import random
 from typing import Any
 
-from ministral_ros.chat.prompt import ChatMessage, ToolCall as PromptToolCall, common_prefix_length, render_assistant_turn
+from ministral_ros.chat.prompt import ChatMessage, common_prefix_length, generate_call_id, render_assistant_turn
+from ministral_ros.chat.prompt import ToolCall as PromptToolCall
 from ministral_ros.chat.tokenizer import MinistralTokenizer
-from ministral_ros.demo_model.generator import CommandGenerator, Example, ToolCall, random_call_id
+from ministral_ros.demo_model.generator import CommandGenerator, Example, ToolCall
 from ministral_ros.demo_model.phrasings import Phrasings
 from ministral_ros.demo_model.train import EncodedExample
+from ministral_ros.planning.conversation import Exchange
 from ministral_ros.planning.plan import Action, ActionOutcome, ActionResult
-from ministral_ros.planning.planner import Exchange, Planner, PlannerConfig
+from ministral_ros.planning.planner import Planner, PlannerConfig
 from ministral_ros.planning.vocabulary import ActionVocabulary
 
 #: Follow-up answers to a clarification question: question kind -> templates and the action they complete.
@@ -97,7 +99,7 @@ class DemoRenderer:
                 message = FAILURE_MESSAGES[sum(map(ord, call.call_id)) % len(FAILURE_MESSAGES)]
                 results[call.call_id] = ActionResult(call.call_id, ActionOutcome.FAILED, message=message)
         return Exchange(example.text, calls=calls, reply=example.reply, results=results,
-                         clarification=clarification)
+                        clarification=clarification)
 
     def prompt(self, text: str, history: Sequence[HistoryTurn] = ()) -> list[int]:
         return self.planner.render(text, [self._exchange(turn) for turn in history])
@@ -182,7 +184,7 @@ def follow_up(kind: str, phrasings: Phrasings, rng: random.Random, spoken: bool)
     if not spoken:
         text = text[:1].upper() + text[1:] + rng.choice(['', '.'])
     return Example(text=text, calls=(call,), reply='', kind='follow_up', templates=(template,),
-                   call_ids=(random_call_id(rng),))
+                   call_ids=(generate_call_id(rng),))
 
 
 def clarification_kind(example: Example, phrasings: Phrasings) -> str | None:

@@ -16,11 +16,11 @@ history.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 import math
 import statistics
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from ministral_ros.demo_model.generator import Example
@@ -36,7 +36,8 @@ def plan_calls(plan: Plan, clarification_action: str, question_argument: str) ->
 
 
 def _same_value(a: Any, b: Any) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool):
         return math.isclose(float(a), float(b), rel_tol=0, abs_tol=1e-9)
     return a == b
 

@@ -21,16 +21,15 @@ everything; no global state, no hash-order dependence).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import random
 import re
-import string
-from dataclasses import dataclass, field
 from typing import Any
 
+from ministral_ros.chat.prompt import generate_call_id
 from ministral_ros.demo_model import numbers
-from ministral_ros.demo_model.phrasings import SPLITS, Phrasings, TemplateGroup
+from ministral_ros.demo_model.phrasings import Phrasings, SPLITS, TemplateGroup
 
-CALL_ID_ALPHABET = string.ascii_letters + string.digits
 _SLOT = re.compile(r'\{([a-z_]+)\}')
 
 #: Action intents that may be chained into a multi-action sentence.
@@ -207,7 +206,7 @@ class CommandGenerator:
             else:
                 text = text + self.rng.choice(self.phrasings.suffixes)
         text = spoken_style(text, self.rng, self.phrasings.fillers) if spoken else written_style(text, self.rng)
-        call_ids = tuple(random_call_id(self.rng) for _ in calls)
+        call_ids = tuple(generate_call_id(self.rng) for _ in calls)
         return Example(text=text, calls=calls, reply=reply, kind=kind, templates=templates, call_ids=call_ids)
 
 
@@ -218,11 +217,6 @@ def _first_word(template: str, phrasings: Phrasings) -> str:
     if match and match.group(1) in phrasings.synonyms:
         head = phrasings.synonyms[match.group(1)][0]
     return head.split(' ', 1)[0]
-
-
-def random_call_id(rng: random.Random) -> str:
-    """Nine alphanumerics, the form Mistral's tool-call ids take."""
-    return ''.join(rng.choice(CALL_ID_ALPHABET) for _ in range(9))
 
 
 def written_style(text: str, rng: random.Random) -> str:

@@ -7,14 +7,15 @@ only meaningful on sentence patterns the model never saw).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
+import re
 from typing import Any
 
+from ministral_ros.share_paths import shared_path
 import yaml
 
-DEFAULT_PHRASINGS = Path(__file__).resolve().parents[2] / 'config' / 'demo_phrasings.yaml'
+DEFAULT_PHRASINGS = shared_path('config/demo_phrasings.yaml')
 
 SPLITS = ('train', 'heldout')
 VALUE_SLOTS = frozenset({'place', 'object', 'surface', 'distance', 'angle', 'duration', 'speech',

@@ -16,13 +16,12 @@ thousand covers the domain with short sequences.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
+import logging
 from pathlib import Path
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-
 from ministral_ros.chat.tekken import LEGACY_SPECIAL_TOKENS, read_tekken
+from tokenizers import AddedToken, decoders, models, pre_tokenizers, Regex, Tokenizer, trainers
 
 logger = logging.getLogger(__name__)
 

@@ -21,16 +21,16 @@ assumes how the renderer lays it out.
 """
 from __future__ import annotations
 
-import logging
-import math
-import random
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+import logging
+import math
 from pathlib import Path
+import random
+import time
 from typing import Any
 
-from ministral_ros.engine.random_checkpoint import CheckpointShape
+from ministral_ros.export.random_checkpoint import CheckpointShape
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +126,6 @@ class TrainConfig:
             raise ValueError(f'threads must be >= 1, got {self.threads}')
 
 
-
-
 @dataclass
 class PrefixBatch:
     """A step's inputs: the shared prefix once, and a padded batch of suffixes behind it."""
@@ -183,7 +181,8 @@ def make_batch(prefix: Sequence[int], suffixes: Sequence[Sequence[int]], answer_
     kept = min(p, window - 1)
     near_pos = torch.arange(p - kept, p)
     near = (suffix_pos[:, None] - near_pos[None, :] < window)[None].expand(batch, width, kept)
-    own_sliding = own & ((suffix_pos[:, None] - suffix_pos[None, :] < window)[None] | torch.eye(width, dtype=torch.bool)[None])
+    own_sliding = own & ((suffix_pos[:, None] - suffix_pos[None, :] < window)[None]
+                         | torch.eye(width, dtype=torch.bool)[None])
     sliding = torch.cat([near, own_sliding], dim=-1)
     return PrefixBatch(
         prefix_ids=torch.tensor([list(prefix)]),
@@ -297,17 +296,41 @@ def plan_batches(examples: Sequence[EncodedExample], batch_examples: int, rng: r
 
 
 def train(examples: Sequence[EncodedExample], vocab_size: int, config: TrainConfig,
-          out_dir: Path | str, eval_fn=None, init_from: Path | str | None = None) -> dict[str, Any]:
+          out_dir: Path | str, init_from: Path | str | None = None) -> dict[str, Any]:
     """Train and ``save_pretrained`` into ``out_dir``; returns a summary (losses, time, sizes).
 
     Examples of one ``group`` must share their rendered prefix (single-turn requests share the tools
     block; a history group shares its conversation so far); each batch comes from one group.
+    ``init_from`` continues from an earlier stage's checkpoint instead of the seeded random weights.
     """
     import torch
 
     torch.set_num_threads(config.threads)
     if not examples:
         raise ValueError('no training examples')
+    groups, main_examples = _main_group(examples)
+    model = build_model(config.shape, vocab_size, config.seed)
+    if init_from is not None:
+        _load_weights(model, init_from)
+    params = sum(t.numel() for t in model.parameters())
+    diff = check_packing(model, main_examples[:4], config.shape.window)
+    logger.info('model: %d parameters; packing check max |dlogit| = %.2e', params, diff)
+    run = _run_steps(model, examples, config)
+    model.eval()
+    out = Path(out_dir)
+    model.save_pretrained(out, safe_serialization=True)
+    from transformers import GenerationConfig
+    GenerationConfig(bos_token_id=1, eos_token_id=2).save_pretrained(out)
+    logger.info('trained %d steps in %.1f s, final loss %.4f', run['steps'], run['train_seconds'],
+                run['final_loss'])
+    return {'steps': run['steps'], 'train_seconds': run['train_seconds'],
+            'train_cpu_seconds': run['train_cpu_seconds'], 'parameters': params,
+            'prefix_tokens': len(main_examples[0].prefix), 'groups': groups, 'final_loss': run['final_loss'],
+            'loss_history': run['loss_history'], 'examples': len(examples), 'config': asdict(config)}
+
+
+def _main_group(examples: Sequence[EncodedExample]) -> tuple[int, list[EncodedExample]]:
+    """The number of groups and the examples of the largest one (which must share one prefix)."""
     sizes: dict[str, int] = {}
     for example in examples:
         sizes[example.group] = sizes.get(example.group, 0) + 1
@@ -317,30 +340,45 @@ def train(examples: Sequence[EncodedExample], vocab_size: int, config: TrainConf
         raise ValueError(f'examples of group {main!r} do not share one prefix')
     logger.info('%d examples in %d groups; main prefix %d tokens; suffix mean %.1f tokens', len(examples),
                 len(sizes), len(main_examples[0].prefix), sum(len(e.suffix) for e in examples) / len(examples))
-    model = build_model(config.shape, vocab_size, config.seed)
-    if init_from is not None:
-        # Continue from an earlier stage: same shapes; the window may differ (weights do not depend on it).
-        from transformers import MinistralForCausalLM
-        earlier = MinistralForCausalLM.from_pretrained(init_from, torch_dtype=torch.float32)
-        model.load_state_dict(earlier.state_dict())
-        logger.info('initialised from %s', init_from)
-    params = sum(t.numel() for t in model.parameters())
-    diff = check_packing(model, main_examples[:4], config.shape.window)
-    logger.info('model: %d parameters; packing check max |dlogit| = %.2e', params, diff)
+    return len(sizes), main_examples
+
+
+def _load_weights(model, init_from: Path | str) -> None:
+    """Continue from an earlier stage: same shapes; the window may differ (weights do not depend on it)."""
+    import torch
+    from transformers import MinistralForCausalLM
+
+    earlier = MinistralForCausalLM.from_pretrained(init_from, torch_dtype=torch.float32)
+    model.load_state_dict(earlier.state_dict())
+    logger.info('initialised from %s', init_from)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_learning_rate`` at ``steps``."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
+    return config.min_learning_rate + 0.5 * (config.learning_rate - config.min_learning_rate) * (
+        1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _optimizer(model, config: TrainConfig):
+    """AdamW with weight decay on matrices only (not on norms)."""
+    import torch
 
     decay = [t for n, t in model.named_parameters() if t.dim() >= 2]
     no_decay = [t for n, t in model.named_parameters() if t.dim() < 2]
-    optimizer = torch.optim.AdamW([{'params': decay, 'weight_decay': config.weight_decay},
-                                   {'params': no_decay, 'weight_decay': 0.0}],
-                                  lr=config.learning_rate, betas=(0.9, 0.98))
+    return torch.optim.AdamW([{'params': decay, 'weight_decay': config.weight_decay},
+                              {'params': no_decay, 'weight_decay': 0.0}],
+                             lr=config.learning_rate, betas=(0.9, 0.98))
 
-    def lr_at(step: int) -> float:
-        if step < config.warmup_steps:
-            return config.learning_rate * (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
-        return config.min_learning_rate + 0.5 * (config.learning_rate - config.min_learning_rate) * (
-            1 + math.cos(math.pi * min(progress, 1.0)))
 
+def _run_steps(model, examples: Sequence[EncodedExample], config: TrainConfig) -> dict[str, Any]:
+    """The optimisation loop; batches are drawn epoch by epoch from ``plan_batches`` seeded with
+    ``config.seed``. Returns the step count, times and the (smoothed) loss history."""
+    import torch
+
+    optimizer = _optimizer(model, config)
     rng = random.Random(config.seed)
     queue: list[list[EncodedExample]] = []
     started = time.monotonic()
@@ -359,7 +397,7 @@ def train(examples: Sequence[EncodedExample], vocab_size: int, config: TrainConf
         batch = make_batch(chosen[0].prefix, [e.suffix for e in chosen], [e.answer_start for e in chosen],
                            config.shape.window, unscored=[e.unscored for e in chosen])
         for group in optimizer.param_groups:
-            group['lr'] = lr_at(step)
+            group['lr'] = learning_rate(config, step)
         loss, _ = prefix_batch_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -368,24 +406,9 @@ def train(examples: Sequence[EncodedExample], vocab_size: int, config: TrainConf
         value = float(loss.detach())
         running = 0.98 * running + 0.02 * value if step else value
         if (step + 1) % config.log_every == 0:
-            elapsed = time.monotonic() - started
             history.append((step + 1, round(running, 4)))
             logger.info('step %d/%d loss %.4f lr %.2e %.1f s (cpu %.1f s)', step + 1, config.steps, running,
-                        lr_at(step), elapsed, time.process_time() - cpu_started)
-            if eval_fn is not None:
-                model.eval()
-                eval_fn(model, step + 1)
-                model.train()
-    elapsed = time.monotonic() - started
-    cpu_seconds = time.process_time() - cpu_started
-    model.eval()
-    out = Path(out_dir)
-    model.save_pretrained(out, safe_serialization=True)
-    from transformers import GenerationConfig
-    GenerationConfig(bos_token_id=1, eos_token_id=2).save_pretrained(out)
-    summary = {'steps': step + 1, 'train_seconds': round(elapsed, 1), 'train_cpu_seconds': round(cpu_seconds, 1),
-               'parameters': params,
-               'prefix_tokens': len(main_examples[0].prefix), 'groups': len(sizes), 'final_loss': round(running, 4),
-               'loss_history': history, 'examples': len(examples), 'config': asdict(config)}
-    logger.info('trained %d steps in %.1f s, final loss %.4f', step + 1, elapsed, running)
-    return summary
+                        learning_rate(config, step), time.monotonic() - started, time.process_time() - cpu_started)
+    return {'steps': step + 1, 'train_seconds': round(time.monotonic() - started, 1),
+            'train_cpu_seconds': round(time.process_time() - cpu_started, 1), 'final_loss': round(running, 4),
+            'loss_history': history}

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from ministral_ros.engine.manifest import Architecture
+from ministral_ros.engine.step_binding import layer_io_names, StepBinder
+from ministral_ros.engine.storage import Storage
+import numpy as np
 
 
 def sliding_capacity(window: int, chunk: int, max_context: int) -> int:
@@ -53,10 +54,12 @@ class GqaKVCache:
     """The cache of one engine (batch 1) for the GroupQueryAttention graph; see the module docstring."""
 
     def __init__(self, arch: Architecture, bias_groups: tuple[str, ...], layer_groups: tuple[int, ...], *,
-                 max_context: int, chunk: int, dtype: np.dtype, storage) -> None:
+                 max_context: int, chunk: int, dtype: np.dtype, storage: Storage) -> None:
         if max_context < 1 or chunk < 1:
             raise ValueError(f'max_context and chunk must be >= 1, got {max_context}, {chunk}')
         self.max_context, self.chunk, self.dtype, self.storage = max_context, chunk, np.dtype(dtype), storage
+        self.group_names = tuple(bias_groups)
+        self._io_names = [layer_io_names(layer) for layer in range(len(layer_groups))]
         self.kv_heads, self.head_dim = arch.num_kv_heads, arch.head_dim
         self.row_bytes = arch.head_dim * self.dtype.itemsize
         self.slot_bytes = arch.num_kv_heads * self.row_bytes
@@ -82,11 +85,6 @@ class GqaKVCache:
         """The longest step (<= wanted, <= chunk) that fits the context."""
         return min(wanted, self.chunk, self.max_context - self.position)
 
-    def buffer_region(self, layer: int, kind: int) -> tuple[int, list[int]]:
-        """The whole buffer of ``layer`` (kind 0 = key, 1 = value), bound as past AND present."""
-        return self.buffers[layer][kind][0], [1, self.kv_heads, self.capacities[self.layer_groups[layer]],
-                                              self.head_dim]
-
     def plan(self, length: int) -> GqaStepPlan:
         """Shift any sliding buffer the step would overrun, then describe the step."""
         if length < 1 or length > self.next_step_length(length):
@@ -99,6 +97,24 @@ class GqaKVCache:
             seqlens.append(np.array([total - 1], np.int32))
             totals.append(np.array(total, np.int32))
         return GqaStepPlan(self.position, length, seqlens, totals)
+
+    # -- binding (the StepCache interface of step_binding.py) ------------------------------------
+    def attach(self, binder: StepBinder) -> None:
+        """Bind every buffer once, as the graph's past AND present at the same address: the buffers
+        never move (shifts, snapshots and restores copy rows within them)."""
+        for layer, (past_names, present_names) in enumerate(self._io_names):
+            shape = [1, self.kv_heads, self.capacities[self.layer_groups[layer]], self.head_dim]
+            for kind, (ptr, _owner) in enumerate(self.buffers[layer]):
+                binder.input(past_names[kind], self.dtype, shape, ptr)
+                binder.output(present_names[kind], self.dtype, shape, ptr)
+
+    def bind_step(self, binder: StepBinder, length: int) -> GqaStepPlan:
+        """Plan a step of ``length`` tokens (shifting first where needed) and bind its per-group lengths."""
+        plan = self.plan(length)
+        for name, seqlens, total in zip(self.group_names, plan.seqlens_k, plan.total_sequence_length):
+            binder.host_input(f'seqlens_k.{name}', seqlens)
+            binder.host_input(f'total_sequence_length.{name}', total)
+        return plan
 
     def commit(self, plan: GqaStepPlan) -> None:
         self.filled = [int(total) for total in plan.total_sequence_length]

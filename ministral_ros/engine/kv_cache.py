@@ -40,75 +40,14 @@ When ``W - 1 + chunk >= max_context`` the ring is simply ``max_context`` slots a
 """
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 
+from ministral_ros.engine.manifest import Architecture
+from ministral_ros.engine.step_binding import layer_io_names, StepBinder
+from ministral_ros.engine.storage import Storage
 import numpy as np
 
-from ministral_ros.engine.manifest import Architecture
-
 MASKED = np.finfo(np.float32).min
-
-
-class HostStorage:
-    """numpy buffers addressed by pointer; copies are memmoves."""
-
-    device = 'cpu'
-    device_id = 0
-
-    def __init__(self) -> None:
-        self._keep: list[np.ndarray] = []
-
-    def alloc(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, object]:
-        array = np.zeros(shape, dtype=dtype)
-        return array.ctypes.data, array
-
-    def copy(self, dst: int, src: int, nbytes: int) -> None:
-        if nbytes:
-            ctypes.memmove(dst, src, nbytes)
-
-    def zero(self, dst: int, nbytes: int) -> None:
-        ctypes.memset(dst, 0, nbytes)
-
-
-class DeviceStorage:
-    """onnxruntime device allocations; copies run a one-node Identity graph through IO binding, so
-    snapshot/restore stays on the device (no host round trip)."""
-
-    def __init__(self, device: str, device_id: int, providers: list[str]) -> None:
-        import onnx
-        import onnxruntime
-        from onnx import TensorProto, helper
-
-        self.device, self.device_id = device, device_id
-        graph = helper.make_graph([helper.make_node('Identity', ['x'], ['y'])], 'copy',
-                                  [helper.make_tensor_value_info('x', TensorProto.UINT8, ['n'])],
-                                  [helper.make_tensor_value_info('y', TensorProto.UINT8, ['n'])])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
-        model.ir_version = 8
-        self._session = onnxruntime.InferenceSession(model.SerializeToString(), providers=providers)
-        self._onnxruntime = onnxruntime
-        del onnx
-
-    def alloc(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, object]:
-        value = self._onnxruntime.OrtValue.ortvalue_from_shape_and_type(list(shape), np.dtype(dtype).type, self.device,
-                                                                        self.device_id)
-        return value.data_ptr(), value
-
-    def copy(self, dst: int, src: int, nbytes: int) -> None:
-        if not nbytes:
-            return
-        binding = self._session.io_binding()
-        binding.bind_input('x', self.device, self.device_id, np.uint8, [nbytes], src)
-        binding.bind_output('y', self.device, self.device_id, np.uint8, [nbytes], dst)
-        self._session.run_with_iobinding(binding)
-
-    def zero(self, dst: int, nbytes: int) -> None:
-        """Host zeros copied onto the device region (used once per buffer, at allocation)."""
-        binding = self._session.io_binding()
-        binding.bind_cpu_input('x', np.zeros(nbytes, np.uint8))
-        binding.bind_output('y', self.device, self.device_id, np.uint8, [nbytes], dst)
-        self._session.run_with_iobinding(binding)
 
 
 @dataclass
@@ -145,10 +84,12 @@ class KVCache:
     """The cache of one engine (batch 1); see the module docstring for the layout."""
 
     def __init__(self, arch: Architecture, bias_groups: tuple[str, ...], layer_groups: tuple[int, ...], *,
-                 max_context: int, chunk: int, dtype: np.dtype, storage) -> None:
+                 max_context: int, chunk: int, dtype: np.dtype, storage: Storage) -> None:
         if max_context < 1 or chunk < 1:
             raise ValueError(f'max_context and chunk must be >= 1, got {max_context}, {chunk}')
         self.max_context, self.chunk, self.dtype, self.storage = max_context, chunk, np.dtype(dtype), storage
+        self.group_names = tuple(bias_groups)
+        self._io_names = [layer_io_names(layer) for layer in range(len(layer_groups))]
         self.slot_shape = (1, arch.num_kv_heads, arch.head_dim)
         self.slot_bytes = int(np.prod(self.slot_shape)) * self.dtype.itemsize
         windows_by_group: list[int | None] = [None] * len(bias_groups)
@@ -219,14 +160,24 @@ class KVCache:
             group.slot_positions[slot: slot + plan.length] = np.arange(plan.start, plan.start + plan.length)
         self.position = plan.start + plan.length
 
-    def past_region(self, layer: int, kind: int, plan: StepPlan) -> tuple[int, list[int]]:
-        group = self.layer_groups[layer]
-        return self.buffers[layer][kind].ptr, [plan.past_slots[group], *self.slot_shape]
+    # -- binding (the StepCache interface of step_binding.py) ------------------------------------
+    def attach(self, binder: StepBinder) -> None:
+        """Nothing stays bound between steps: the past and present regions move every step."""
 
-    def present_region(self, layer: int, kind: int, plan: StepPlan) -> tuple[int, list[int]]:
-        group = self.layer_groups[layer]
-        ptr = self.buffers[layer][kind].ptr + plan.write_slot[group] * self.slot_bytes
-        return ptr, [plan.length, *self.slot_shape]
+    def bind_step(self, binder: StepBinder, length: int) -> StepPlan:
+        """Plan a step of ``length`` tokens and bind its biases, each layer's past (slots ``[0, n)``)
+        and its present (the slots the new entries belong to)."""
+        plan = self.plan(length)
+        for name, bias in zip(self.group_names, plan.biases):
+            binder.host_input(f'attention_bias.{name}', bias)
+        for layer, (past_names, present_names) in enumerate(self._io_names):
+            group = self.layer_groups[layer]
+            for kind in (0, 1):
+                ptr = self.buffers[layer][kind].ptr
+                binder.input(past_names[kind], self.dtype, [plan.past_slots[group], *self.slot_shape], ptr)
+                binder.output(present_names[kind], self.dtype, [plan.length, *self.slot_shape],
+                              ptr + plan.write_slot[group] * self.slot_bytes)
+        return plan
 
     # -- accounting --------------------------------------------------------------------------
     def allocated_bytes(self) -> dict[str, int]:

@@ -9,9 +9,9 @@ protobuf/external-data error.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 MANIFEST_NAME = 'manifest.json'

@@ -28,7 +28,8 @@ def resolve_providers(provider: str, available: list[str] | None = None) -> list
     if name not in available:
         raise ProviderUnavailableError(
             f'{name} is not available in this onnxruntime build (available: {", ".join(available)}); install '
-            'onnxruntime-gpu (and the CUDA, cuDNN, TensorRT libraries its release notes name) for cuda/tensorrt, or use provider=cpu/auto')
+            'onnxruntime-gpu (and the CUDA, cuDNN, TensorRT libraries its release notes name) for cuda/tensorrt, '
+            'or use provider=cpu/auto')
     if provider == 'tensorrt':
         return [name, _NAMES['cuda'], _NAMES['cpu']] if _NAMES['cuda'] in available else [name, _NAMES['cpu']]
     return [name] if provider == 'cpu' else [name, _NAMES['cpu']]

@@ -3,8 +3,10 @@
 One ``Engine`` serves one generation at a time (a lock serializes callers); cancellation comes from
 another thread through a ``threading.Event`` checked before every prefill chunk and decode step, so
 it takes effect within one step. Every step binds the graph's inputs and outputs with IO binding to
-regions of the preallocated cache (see kv_cache.py): on CPU and on GPU providers alike nothing but
-token ids, positions, the small attention biases and the logits row cross the host/device boundary.
+regions of the preallocated cache: on CPU and on GPU providers alike nothing but token ids,
+positions, the small attention biases or lengths and the logits row cross the host/device boundary.
+The cache layout follows the manifest's ``attention`` (``CACHE_LAYOUTS``: kv_cache.py for ``bias``,
+gqa_cache.py for ``gqa``) and binds its own inputs (step_binding.py), so ``_step`` is one path.
 
 Context limits (documented behaviour, never a crash):
 * ``max_context`` (``Engine.load`` argument; default ``min(model maximum, 32768)``; it may not exceed
@@ -19,29 +21,37 @@ that ended generation (finish reason ``STOP``), so a caller can tell ``</s>`` fr
 """
 from __future__ import annotations
 
-import logging
-import os
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+import logging
+import os
 from pathlib import Path
-
-import numpy as np
+import threading
+import time
 
 from ministral_ros.engine.generation import FinishReason, GenerationConfig, GenerationResult, LogitsConstraint
 from ministral_ros.engine.gqa_cache import GqaKVCache
-from ministral_ros.engine.kv_cache import DeviceStorage, HostStorage, KVCache, StepPlan
+from ministral_ros.engine.kv_cache import KVCache
 from ministral_ros.engine.manifest import Manifest, ModelFolderError, verify_model_dir
-from ministral_ros.engine.providers import (cache_device, cuda_options, providers_for_model, resolve_providers,
-                                            short_name, tensorrt_options)
+from ministral_ros.engine.providers import (
+    cache_device,
+    cuda_options,
+    providers_for_model,
+    resolve_providers,
+    short_name,
+    tensorrt_options,
+)
 from ministral_ros.engine.sampling import choose_token
+from ministral_ros.engine.step_binding import StepBinder, StepCache
+from ministral_ros.engine.storage import DeviceStorage, HostStorage, Storage
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONTEXT = 32768
 DEFAULT_PREFILL_CHUNK = 256
 SPIN_LIMIT_US = 100  # see Engine.load's spin_wait
+CACHE_LAYOUTS = {'gqa': GqaKVCache, 'bias': KVCache}  # manifest.attention -> its KV cache (step_binding.py)
 
 
 class ContextLengthError(ValueError):
@@ -61,39 +71,14 @@ class PrefixCache:
         return len(self.token_ids)
 
 
-class _PointerBinder:
-    """Binds buffer regions by pointer, ~30 times per step. onnxruntime's public ``bind_input`` /
-    ``bind_output`` rebuild a device descriptor on every call, which is most of the per-step Python
-    cost on small models; this builds it once and calls the same underlying binding. Falls back to
-    the public methods if a future onnxruntime renames the internals."""
-
-    def __init__(self, binding, device: str) -> None:
-        self.binding, self.device = binding, device
-        try:
-            from onnxruntime.capi.onnxruntime_inference_collection import OrtDevice
-            self._raw = binding._iobinding
-            self._c_device = OrtDevice.make(device, 0)._get_c_device()
-        except (ImportError, AttributeError):
-            self._raw = None
-
-    def input(self, name: str, dtype, shape: list[int], ptr: int) -> None:
-        if self._raw is not None:
-            self._raw.bind_input(name, self._c_device, dtype, shape, ptr)
-        else:
-            self.binding.bind_input(name, self.device, 0, dtype, shape, ptr)
-
-    def output(self, name: str, dtype, shape: list[int], ptr: int) -> None:
-        if self._raw is not None:
-            self._raw.bind_output(name, self._c_device, dtype, shape, ptr)
-        else:
-            self.binding.bind_output(name, self.device, 0, dtype, shape, ptr)
-
-
 class Engine:
     """See the package docstring (``ministral_ros.engine``) for the API summary."""
 
     def __init__(self, model_dir: Path, manifest: Manifest, session, providers: list[str], *,
-                 max_context: int, prefill_chunk: int) -> None:
+                 max_context: int, prefill_chunk: int, storage: Storage | None = None) -> None:
+        """Prefer ``Engine.load``. ``storage``: where the KV cache lives; default host memory on the CPU
+        provider, the provider's device memory otherwise (``DeviceStorage`` works on the CPU too,
+        which is how the tests exercise the GPU path without a GPU)."""
         self.model_dir = model_dir
         self.manifest = manifest
         self.session = session
@@ -104,34 +89,21 @@ class Engine:
         self.vocab_size = arch.vocab_size
         self.max_context = max_context
         self.prefill_chunk = prefill_chunk
-        storage = HostStorage() if self.device == 'cpu' else DeviceStorage(self.device, 0, providers)
-        cache_class = GqaKVCache if manifest.attention == 'gqa' else KVCache
-        self.cache = cache_class(arch, manifest.bias_groups, manifest.layer_groups, max_context=max_context,
-                                 chunk=prefill_chunk, dtype=np.dtype(manifest.kv_dtype), storage=storage)
-        self._binding = session.io_binding()
-        self._pointers = _PointerBinder(self._binding, self.cache.storage.device)
+        if storage is None:
+            storage = HostStorage() if self.device == 'cpu' else DeviceStorage(self.device, 0, providers)
+        self.cache: StepCache = CACHE_LAYOUTS[manifest.attention](
+            arch, manifest.bias_groups, manifest.layer_groups, max_context=max_context, chunk=prefill_chunk,
+            dtype=np.dtype(manifest.kv_dtype), storage=storage)
+        self._binder = StepBinder(session.io_binding(), storage.device)
         self._logits = np.zeros((1, self.vocab_size), np.float32)
         self._lock = threading.Lock()
-        self._cache_names = [((f'past_key_values.{i}.key', f'past_key_values.{i}.value'),
-                              (f'present.{i}.key', f'present.{i}.value')) for i in range(arch.num_layers)]
         self._tokenizer = None
         names = {i.name for i in session.get_inputs()} | {o.name for o in session.get_outputs()}
         missing = [name for name in (*manifest.inputs, *manifest.outputs) if name not in names]
         if missing:
             raise ModelFolderError(f'{model_dir / manifest.graph_file} lacks the inputs/outputs {missing} that '
                                    'manifest.json lists: the graph is from another export; re-export the model')
-        self._bind_cache_buffers()
-
-    def _bind_cache_buffers(self) -> None:
-        """gqa graph: the buffers never move, so they are bound once, as past AND present at the same
-        address (the bias graph binds regions per step instead)."""
-        if self.manifest.attention != 'gqa':
-            return
-        for layer, (past_names, present_names) in enumerate(self._cache_names):
-            for kind in (0, 1):
-                ptr, shape = self.cache.buffer_region(layer, kind)
-                self._pointers.input(past_names[kind], self.cache.dtype, shape, ptr)
-                self._pointers.output(present_names[kind], self.cache.dtype, shape, ptr)
+        self.cache.attach(self._binder)
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -227,40 +199,15 @@ class Engine:
         return self._logits[0]
 
     def _step(self, ids: np.ndarray) -> None:
-        if self.manifest.attention == 'gqa':
-            self._step_gqa(ids)
-            return
-        cache, binding = self.cache, self._binding
-        plan: StepPlan = cache.plan(len(ids))
-        input_ids = ids.reshape(1, -1)
-        positions = np.arange(plan.start, plan.start + plan.length, dtype=np.int64).reshape(1, -1)
-        binding.bind_cpu_input('input_ids', input_ids)
-        binding.bind_cpu_input('position_ids', positions)
-        for name, bias in zip(self.manifest.bias_groups, plan.biases):
-            binding.bind_cpu_input(f'attention_bias.{name}', bias)
-        dtype, pointers = cache.dtype, self._pointers
-        for layer, (past_names, present_names) in enumerate(self._cache_names):
-            for kind in (0, 1):
-                ptr, shape = cache.past_region(layer, kind, plan)
-                pointers.input(past_names[kind], dtype, shape, ptr)
-                ptr, shape = cache.present_region(layer, kind, plan)
-                pointers.output(present_names[kind], dtype, shape, ptr)
-        binding.bind_output('logits', 'cpu', 0, np.float32, list(self._logits.shape), self._logits.ctypes.data)
-        self.session.run_with_iobinding(binding)
-        cache.commit(plan)
-
-    def _step_gqa(self, ids: np.ndarray) -> None:
-        cache, binding = self.cache, self._binding
-        plan = cache.plan(len(ids))
-        binding.bind_cpu_input('input_ids', ids.reshape(1, -1))
-        binding.bind_cpu_input('position_ids',
-                               np.arange(plan.start, plan.start + plan.length, dtype=np.int64).reshape(1, -1))
-        for name, seqlens, total in zip(self.manifest.bias_groups, plan.seqlens_k, plan.total_sequence_length):
-            binding.bind_cpu_input(f'seqlens_k.{name}', seqlens)
-            binding.bind_cpu_input(f'total_sequence_length.{name}', total)
-        binding.bind_output('logits', 'cpu', 0, np.float32, list(self._logits.shape), self._logits.ctypes.data)
-        self.session.run_with_iobinding(binding)
-        cache.commit(plan)
+        """One graph run over ``ids`` (fits the cache: see ``feed``); the same path for every cache layout."""
+        binder = self._binder
+        plan = self.cache.bind_step(binder, len(ids))
+        binder.host_input('input_ids', ids.reshape(1, -1))
+        positions = np.arange(plan.start, plan.start + plan.length, dtype=np.int64)
+        binder.host_input('position_ids', positions.reshape(1, -1))
+        binder.host_output('logits', self._logits)
+        binder.run(self.session)
+        self.cache.commit(plan)
 
     def _check_ids(self, token_ids: Sequence[int]) -> np.ndarray:
         try:

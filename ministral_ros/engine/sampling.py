@@ -5,9 +5,8 @@ random generator (``numpy.random.Generator``), seeded once per generation, so a 
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ministral_ros.engine.generation import GenerationConfig
+import numpy as np
 
 
 def choose_token(logits: np.ndarray, config: GenerationConfig, rng: np.random.Generator) -> int:

@@ -6,13 +6,14 @@ node's queueing, lifecycle and ROS plumbing be tested on their own terms.
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+import threading
 from typing import Protocol
 
 from ministral_ros.engine.generation import GenerationConfig
 from ministral_ros.planning.plan import ActionResult, Plan, RequestSource
+from ministral_ros.planning.vocabulary import ActionVocabulary
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,18 @@ class PlanRequest:
 
 
 class PlanBackend(Protocol):
+    """What the node needs of a planner. ``vocabulary`` is the action vocabulary the plans draw
+    from (None for a backend without one: the node then skips its checks against it)."""
+
+    vocabulary: ActionVocabulary | None
+
+    @property
+    def provider(self) -> str:
+        """The execution provider onnxruntime gave the model (e.g. ``cuda``); '' without a local engine."""
+
+    def close(self) -> None:
+        """Release the model (engine, session, caches). Safe to call twice."""
+
     def plan(self, request: PlanRequest, cancel: threading.Event,
              on_token: Callable[[str], None] | None = None) -> Plan:
         """Turn one request into a plan. Never raises for bad input or bad model output: those

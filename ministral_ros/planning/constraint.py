@@ -29,18 +29,17 @@ Design choices:
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 import copy
+from dataclasses import dataclass
 import json
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import llguidance
+from ministral_ros.planning.vocabulary import ActionVocabulary
 import numpy as np
 from tokenizers import Tokenizer
-
-from ministral_ros.planning.vocabulary import ActionVocabulary
 
 LOG = logging.getLogger(__name__)
 
@@ -197,11 +196,6 @@ class ActionConstraint:
         if not self._error and self._matcher.is_error():
             self._error = self._matcher.get_error()
         return self._error
-
-    @property
-    def is_accepting(self) -> bool:
-        """True when the tokens so far form a complete output (``</s>`` may follow or did)."""
-        return self._finished or self._matcher.is_accepting()
 
     def allowed_mask(self) -> np.ndarray:
         """Boolean array (vocabulary size) of the tokens allowed next."""

@@ -8,11 +8,11 @@ arguments are validated again with jsonschema against the vocabulary's closed sc
 """
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+import json
+import re
 from typing import Any, Protocol
 
 from ministral_ros.chat.prompt import generate_call_id
@@ -111,14 +111,6 @@ def _parse(ids: list[int], tokenizer: OutputTokenizer, vocabulary: ActionVocabul
     if not allow_reply:
         return _error('a tool call was required but the model replied with text', text)
     return ParsedOutput(OutputKind.REPLY, reply=reply, text=text)
-
-
-def parse_calls_json(payload: str, vocabulary: ActionVocabulary, taken_ids: Collection[str] = ()) -> ParsedOutput:
-    """Interpret the JSON after ``[TOOL_CALLS]`` (public for callers holding text, not ids)."""
-    try:
-        return _parse_calls(payload, vocabulary, payload, frozenset(taken_ids))
-    except Exception as error:  # noqa: BLE001 - never raises, see module docstring
-        return _error(f'could not parse the tool calls: {type(error).__name__}: {error}', payload)
 
 
 def _parse_calls(payload: str, vocabulary: ActionVocabulary, text: str, taken: frozenset[str]) -> ParsedOutput:

@@ -2,9 +2,9 @@
 converts them to ROS messages at its boundary."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from enum import Enum
+import json
 from typing import Any
 
 

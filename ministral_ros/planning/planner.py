@@ -5,28 +5,12 @@ system prompt) exactly as mistral-common would -> generate under the vocabulary 
 parse -> ``Plan``. Nothing escapes as an exception: bad input, a prompt that cannot fit, an engine
 failure or a malformed output all become ``PlanStatus.ERROR`` plans with a message.
 
-Conversation and history policy
--------------------------------
-* The history is a list of *exchanges*: a user message, the model's turn (tool calls or a reply)
-  and, for tool calls, one tool result per call. An exchange is kept or dropped as a whole, so a
-  call is never separated from its result.
-* Results come from ``report_result`` (``ActionResult``: succeeded/failed, message, data) and are
-  rendered as ``[TOOL_RESULTS]{"content": {"status": ..., "message": ..., "data": ...},
-  "call_id": ...}[/TOOL_RESULTS]``. A call without a reported result by the time the next request
-  arrives gets ``{"status": "unknown", "message": "no result was reported"}``; an
-  ``ask_clarification`` call gets ``{"status": "asked", ...}`` (the user's answer is the next
-  message). Results for unknown call ids are logged and ignored.
-* Only successful turns are recorded: an ERROR or CANCELLED plan leaves the history unchanged, so
-  one broken output does not poison the conversation.
-* Multi-step without a new user message: ``continue_after_results`` lets the model take the next
-  step after the reported results (more calls, or a reply such as "I could not find the cup").
-  Such a continuation is an exchange without a user message; a user exchange and its
-  continuations form one *unit*.
-* Bounds: at most ``HistoryPolicy.max_exchanges`` units and at most ``max_tokens`` tokens of
-  history; the oldest units go first. If the prompt plus ``max_new_tokens`` still exceeds the
-  engine's context, older units are dropped too; a request that cannot fit on its own is an
-  ERROR plan. Per-request decoding settings (``PlanRequest.generation``) replace the configured
-  ones; ``</s>`` is always added to the stop tokens.
+The conversation (exchanges, reported results, the history policy and its bounds, retraction)
+lives in ``conversation.py``, whose docstring states the rules; the planner holds one
+``Conversation``. ``plan`` and ``continue_after_results`` share one path: a continuation is a
+request without a user message, under a grammar that always allows a plain reply. Per-request
+decoding settings (``PlanRequest.generation``) replace the configured ones; ``</s>`` is always
+added to the stop tokens. ``close`` releases the engine (see ``Planner.close``).
 
 Prompt prefix (KV cache)
 ------------------------
@@ -41,24 +25,30 @@ which we keep for accuracy. User text is stripped, so the prefix always ends at 
 """
 from __future__ import annotations
 
-import json
-import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+import logging
 from pathlib import Path
+import threading
+import time
 from typing import Any, Protocol
 
-from ministral_ros.chat.prompt import (ChatFormatError, ChatMessage, ToolCall, ToolSpec, common_prefix_length,
-                                       render_chat)
-from ministral_ros.chat.tokenizer import MinistralTokenizer
+from ministral_ros.chat.prompt import ChatFormatError, ChatMessage, common_prefix_length, render_chat
+from ministral_ros.chat.tokenizer import MinistralTokenizer, StreamDecoder
 from ministral_ros.engine.generation import FinishReason, GenerationConfig, GenerationResult, LogitsConstraint
 from ministral_ros.planning.backend import PlanRequest
 from ministral_ros.planning.constraint import ConstraintOptions, ToolCallGrammar
-from ministral_ros.planning.parse import OutputKind, ParsedOutput, parse_output
-from ministral_ros.planning.plan import Action, ActionResult, Plan, PlanStatus
+from ministral_ros.planning.conversation import (
+    Conversation,
+    Exchange,
+    history_messages,
+    HistoryPolicy,
+    Selection,
+)
+from ministral_ros.planning.parse import OutputKind, parse_output
+from ministral_ros.planning.plan import ActionResult, Plan, PlanStatus
 from ministral_ros.planning.vocabulary import ActionVocabulary, load_vocabulary
+
 
 LOG = logging.getLogger(__name__)
 
@@ -83,20 +73,6 @@ class EngineLike(Protocol):
 
 
 @dataclass(frozen=True)
-class HistoryPolicy:
-    """How much conversation is carried into the next prompt (see the module docstring)."""
-
-    max_exchanges: int = 4      # units (a user request and its continuations), 0 = no history
-    max_tokens: int = 2048      # tokens of history in front of the new request
-
-    def __post_init__(self) -> None:
-        if self.max_exchanges < 0:
-            raise ValueError(f'max_exchanges must be >= 0 (0 = no history), got {self.max_exchanges}')
-        if self.max_tokens < 0:
-            raise ValueError(f'max_tokens must be >= 0, got {self.max_tokens}')
-
-
-@dataclass(frozen=True)
 class PlannerConfig:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(max_new_tokens=256))
@@ -116,56 +92,26 @@ class PlannerConfig:
         return self.constraint.allow_reply
 
 
-@dataclass
-class Exchange:
-    """One user message, the model's turn (calls or a reply) and the results reported for the calls."""
-
-    user_text: str | None
-    calls: tuple[Action, ...] = ()
-    reply: str = ''
-    results: dict[str, ActionResult] = field(default_factory=dict)
-    clarification: bool = False
-    request_id: str = ''  # the request whose plan this turn is (for retract)
-
-
-def result_content(result: ActionResult | None, clarification: bool = False) -> str:
-    """The JSON text of one tool result as the model sees it."""
-    if clarification:
-        return json.dumps({'status': 'asked', 'message': 'the question was put to the user; their answer follows'})
-    if result is None:
-        return json.dumps({'status': 'unknown', 'message': 'no result was reported'})
-    content: dict[str, Any] = {'status': result.outcome.value}
-    if result.message:
-        content['message'] = result.message
-    if result.data is not None:
-        content['data'] = result.data
-    return json.dumps(content, ensure_ascii=False, default=str)
-
-
 class Planner:
     """Plans requests with a loaded engine. Thread-safe: one generation at a time; ``report_result``
     and ``reset_history`` never wait for a running generation."""
 
     def __init__(self, engine: EngineLike, tokenizer: MinistralTokenizer, vocabulary: ActionVocabulary,
                  config: PlannerConfig | None = None, *, grammar: ToolCallGrammar | None = None) -> None:
-        self.engine = engine
+        self.engine: EngineLike | None = engine   # None once closed
         self.tokenizer = tokenizer
         self.vocabulary = vocabulary
         self.config = config or PlannerConfig()
-        self.tools = tuple(ToolSpec(t['function']['name'], t['function']['description'], t['function']['parameters'])
-                           for t in vocabulary.tool_specs())
-        eos = tokenizer.eos_id
+        self.tools = vocabulary.tool_specs()
         self.generation = self._with_eos(self.config.generation)
         if grammar is not None and (grammar.vocabulary is not vocabulary or grammar.options != self.config.constraint):
             raise ValueError('the grammar was built for another vocabulary or other constraint options')
-        self.grammar = grammar or ToolCallGrammar(vocabulary, tokenizer.hf, tokenizer.vocab_size, eos,
+        self.grammar = grammar or ToolCallGrammar(vocabulary, tokenizer.hf, tokenizer.vocab_size, tokenizer.eos_id,
                                                   tokenizer.control_id('[TOOL_CALLS]'), self.config.constraint)
-        # One generation at a time; the history has its own short-held lock so that results can be
-        # reported (from another thread) while a plan is being generated.
+        # One generation at a time; the conversation has its own short-held lock so that results
+        # can be reported (from another thread) while a plan is being generated.
         self._generation_lock = threading.Lock()
-        self._history_lock = threading.Lock()
-        self._history: list[Exchange] = []
-        self._epoch = 0
+        self.conversation = Conversation(self.config.history)
         self._continuation_grammar: ToolCallGrammar | None = None
         self.prefix_ids = self._constant_prefix()
         self._prefix = None
@@ -192,24 +138,7 @@ class Planner:
 
     def plan(self, request: PlanRequest, cancel: threading.Event,
              on_token: Callable[[str], None] | None = None) -> Plan:
-        started = time.perf_counter()
-        with self._generation_lock:
-            try:
-                plan = self._plan(request, cancel, on_token)
-            except Exception as error:  # noqa: BLE001 - the PlanBackend contract: never raise
-                LOG.exception('planning request %s failed', request.request_id)
-                plan = self._fail(request, f'planning failed ({type(error).__name__}: {error})')
-        stats = dict(plan.stats)
-        stats['total_s'] = time.perf_counter() - started
-        return replace(plan, stats=stats)
-
-    def report_result(self, result: ActionResult) -> None:
-        with self._history_lock:
-            for exchange in reversed(self._history):
-                if any(call.call_id == result.call_id for call in exchange.calls):
-                    exchange.results[result.call_id] = result
-                    return
-        LOG.warning('ignoring a result for unknown call id %r (not in the conversation history)', result.call_id)
+        return self._run(request, cancel, on_token, continuing=False)
 
     def continue_after_results(self, request: PlanRequest, cancel: threading.Event,
                                on_token: Callable[[str], None] | None = None) -> Plan:
@@ -218,36 +147,34 @@ class Planner:
         as a summary or an apology). ``request.text`` is only echoed in the plan (e.g. ``''``).
         A plain reply is always allowed here, whatever ``allow_reply`` says, so that a loop of
         continuations can end. Never raises; ERROR plan when there is nothing to continue."""
-        started = time.perf_counter()
-        with self._generation_lock:
-            try:
-                plan = self._continue(request, cancel, on_token)
-            except Exception as error:  # noqa: BLE001 - same contract as plan()
-                LOG.exception('continuing request %s failed', request.request_id)
-                plan = self._fail(request, f'planning failed ({type(error).__name__}: {error})')
-        stats = dict(plan.stats)
-        stats['total_s'] = time.perf_counter() - started
-        return replace(plan, stats=stats)
+        return self._run(request, cancel, on_token, continuing=True)
+
+    def report_result(self, result: ActionResult) -> None:
+        self.conversation.report_result(result)
 
     def reset_history(self) -> None:
-        with self._history_lock:
-            self._history.clear()
-            self._epoch += 1
+        self.conversation.reset()
 
     def retract(self, request_id: str) -> bool:
         """Drop the turn recorded for ``request_id`` if it is the newest one (its plan was cancelled
         after planning finished, so the robot never got those calls); True when one was dropped."""
-        with self._history_lock:
-            if self._history and self._history[-1].request_id == request_id and request_id:
-                self._history.pop()
-                return True
-        return False
-
-    # -- introspection (tests, CLI) ----------------------------------------------------------------
+        return self.conversation.retract(request_id)
 
     @property
-    def history_length(self) -> int:
-        return len(self._history)
+    def provider(self) -> str:
+        """The execution provider onnxruntime gave the engine (``Engine.provider``, e.g. ``cpu``);
+        '' for an engine without one (a test double) and after ``close``."""
+        return str(getattr(self.engine, 'provider', '') or '')
+
+    def close(self) -> None:
+        """Release the engine and its warmed prefix; safe to call twice. ``Engine`` has no close
+        of its own: its onnxruntime session, IO binding and KV-cache buffers go with the last
+        reference, so the caller should drop the planner too. A generation already running keeps
+        its engine until it returns; later requests become ERROR plans."""
+        self.engine = None
+        self._prefix = None
+
+    # -- prompts (also used by the demo-model data and tests) ------------------------------------
 
     def messages_for(self, text: str | None, history: Sequence[Exchange] | None = None) -> list[ChatMessage]:
         """The chat messages of a request for ``text`` after ``history`` (default: the current one).
@@ -256,17 +183,7 @@ class Planner:
         messages: list[ChatMessage] = []
         if self.config.system_prompt:
             messages.append(ChatMessage('system', self.config.system_prompt))
-        for exchange in self._history if history is None else history:
-            if exchange.user_text is not None:
-                messages.append(ChatMessage('user', exchange.user_text))
-            if exchange.calls:
-                calls = tuple(ToolCall(c.name, c.arguments, c.call_id) for c in exchange.calls)
-                messages.append(ChatMessage('assistant', tool_calls=calls))
-                for call in exchange.calls:
-                    content = result_content(exchange.results.get(call.call_id), exchange.clarification)
-                    messages.append(ChatMessage('tool', content, tool_call_id=call.call_id))
-            else:
-                messages.append(ChatMessage('assistant', exchange.reply))
+        messages += history_messages(self.conversation.exchanges() if history is None else history)
         if text is not None:
             messages.append(ChatMessage('user', text))
         return messages
@@ -277,9 +194,53 @@ class Planner:
     # -- internals ---------------------------------------------------------------------------------
 
     def _constant_prefix(self) -> list[int]:
-        first = render_chat(self.messages_for('A', ()), self.tokenizer, self.tools)
-        second = render_chat(self.messages_for('B', ()), self.tokenizer, self.tools)
+        first = self.render('A', ())
+        second = self.render('B', ())
         return first[:common_prefix_length(first, second)]
+
+    def _run(self, request: PlanRequest, cancel: threading.Event, on_token: Callable[[str], None] | None,
+             continuing: bool) -> Plan:
+        """The one path of ``plan`` and ``continue_after_results``: never raises, adds ``total_s``."""
+        started = time.perf_counter()
+        with self._generation_lock:
+            try:
+                plan = self._step(request, cancel, on_token, continuing)
+            except Exception as error:  # noqa: BLE001 - the PlanBackend contract: never raise
+                LOG.exception('%s request %s failed', 'continuing' if continuing else 'planning', request.request_id)
+                plan = self._fail(request, f'planning failed ({type(error).__name__}: {error})')
+        stats = dict(plan.stats)
+        stats['total_s'] = time.perf_counter() - started
+        return replace(plan, stats=stats)
+
+    def _step(self, request: PlanRequest, cancel: threading.Event, on_token: Callable[[str], None] | None,
+              continuing: bool) -> Plan:
+        if cancel.is_set():
+            return self._cancelled(request, 'cancelled before planning started')
+        engine = self.engine
+        if engine is None:
+            return self._fail(request, 'the planner was closed (its engine is released); load the model again')
+        if continuing:
+            if not self.conversation.can_continue():
+                return self._fail(request, 'nothing to continue: the last turn made no action calls (continue only '
+                                           'after a plan with actions, once their results are reported)')
+            return self._generate(engine, request, None, cancel, on_token, self._continuation())
+        problem = self._check_text(request.text)
+        if problem:
+            return self._fail(request, problem)
+        return self._generate(engine, request, request.text.strip(), cancel, on_token, self.grammar)
+
+    def _continuation(self) -> ToolCallGrammar:
+        """The grammar of a continuation: the configured one, with a plain reply always allowed."""
+        if self._continuation_grammar is None:
+            options = replace(self.config.constraint, allow_reply=True)
+            self._continuation_grammar = ToolCallGrammar(
+                self.vocabulary, self.tokenizer.hf, self.tokenizer.vocab_size, self.tokenizer.eos_id,
+                self.tokenizer.control_id('[TOOL_CALLS]'), options, lltokenizer=self.grammar.lltokenizer)
+        return self._continuation_grammar
+
+    def _cancelled(self, request: PlanRequest, message: str, stats: dict[str, float] | None = None) -> Plan:
+        return Plan(request.request_id, str(request.text), request.source, PlanStatus.CANCELLED, error=message,
+                    stats=dict(stats or {}))
 
     def _fail(self, request: PlanRequest, message: str, stats: dict[str, float] | None = None) -> Plan:
         return Plan(request.request_id, request.text if isinstance(request.text, str) else '', request.source,
@@ -305,118 +266,28 @@ class Planner:
         stops = tuple(dict.fromkeys((*config.stop_token_ids, self.tokenizer.eos_id)))
         return replace(config, stop_token_ids=stops)
 
-    def _units(self) -> list[list[Exchange]]:
-        """The history cut into units: an exchange with a user message plus its continuations."""
-        units: list[list[Exchange]] = []
-        for exchange in self._history:
-            if exchange.user_text is not None or not units:
-                units.append([exchange])
-            else:
-                units[-1].append(exchange)
-        return units
-
-    def _select_history(self, text: str | None, generation: GenerationConfig) -> tuple[list[Exchange], list[int]] | str:
-        """The kept exchanges and the prompt, or an error message when nothing fits. History is
-        kept and dropped in units (see ``_units``); a continuation (``text=None``) always keeps the
-        unit it continues."""
-        policy = self.config.history
-        units = self._units()
-        required = 1 if text is None else 0
-        keep = max(policy.max_exchanges, required)
-        kept_units = units[-keep:] if keep else []
-        minimal = [e for unit in kept_units[len(kept_units) - required:] for e in unit]
-        alone = self.render(text, minimal)
-        budget = self.engine.max_context - generation.max_new_tokens
-        if len(alone) > budget:
-            return (f'the request needs {len(alone)} prompt tokens plus max_new_tokens '
-                    f'{generation.max_new_tokens}, more than the context of {self.engine.max_context} '
-                    'tokens: shorten the request or the vocabulary, or raise max_context')
-        while True:
-            kept = [exchange for unit in kept_units for exchange in unit]
-            prompt = alone if len(kept) == len(minimal) else self.render(text, kept)
-            if len(kept_units) <= required or (len(prompt) - len(alone) <= policy.max_tokens and len(prompt) <= budget):
-                return kept, prompt
-            kept_units = kept_units[1:]
-
-    def _plan(self, request: PlanRequest, cancel: threading.Event,
-              on_token: Callable[[str], None] | None) -> Plan:
-        if cancel.is_set():
-            return Plan(request.request_id, str(request.text), request.source, PlanStatus.CANCELLED,
-                        error='cancelled before planning started')
-        problem = self._check_text(request.text)
-        if problem:
-            return self._fail(request, problem)
-        return self._generate(request, request.text.strip(), cancel, on_token, self.grammar,
-                              self.config.allow_reply)
-
-    def _continue(self, request: PlanRequest, cancel: threading.Event,
-                  on_token: Callable[[str], None] | None) -> Plan:
-        if cancel.is_set():
-            return Plan(request.request_id, str(request.text), request.source, PlanStatus.CANCELLED,
-                        error='cancelled before planning started')
-        with self._history_lock:
-            last = self._history[-1] if self._history else None
-        if last is None or not last.calls or last.clarification:
-            return self._fail(request, 'nothing to continue: the last turn made no action calls (continue only '
-                                       'after a plan with actions, once their results are reported)')
-        if self._continuation_grammar is None:
-            options = replace(self.config.constraint, allow_reply=True)
-            self._continuation_grammar = ToolCallGrammar(
-                self.vocabulary, self.tokenizer.hf, self.tokenizer.vocab_size, self.tokenizer.eos_id,
-                self.tokenizer.control_id('[TOOL_CALLS]'), options, lltokenizer=self.grammar.lltokenizer)
-        return self._generate(request, None, cancel, on_token, self._continuation_grammar, True)
-
-    def _generate(self, request: PlanRequest, text: str | None, cancel: threading.Event,
-                  on_token: Callable[[str], None] | None, grammar: ToolCallGrammar, allow_reply: bool) -> Plan:
+    def _generate(self, engine: EngineLike, request: PlanRequest, text: str | None, cancel: threading.Event,
+                  on_token: Callable[[str], None] | None, grammar: ToolCallGrammar) -> Plan:
         """Render (``text=None``: continue after the last results), generate, parse, record."""
         override = getattr(request, 'generation', None)
         generation = self.generation if override is None else self._with_eos(override)
+        budget = engine.max_context - generation.max_new_tokens
         try:
-            with self._history_lock:
-                epoch = self._epoch
-                selected = self._select_history(text, generation)
+            selection = self.conversation.select(lambda kept: self.render(text, kept), budget,
+                                                 continuing=text is None)
         except (ChatFormatError, ValueError) as error:
             return self._fail(request, f'cannot render the prompt: {error}')
-        if isinstance(selected, str):
-            return self._fail(request, selected)
-        kept, prompt = selected
+        if len(selection.prompt) > budget:
+            return self._fail(request, f'the request needs {len(selection.prompt)} prompt tokens plus max_new_tokens '
+                                       f'{generation.max_new_tokens}, more than the context of {engine.max_context} '
+                                       'tokens: shorten the request or the vocabulary, or raise max_context')
         constraint = grammar.new_constraint()
-        stream = self.tokenizer.stream_decoder() if on_token is not None else None
-        callback_failed = False
-
-        def emit(piece: str) -> None:
-            nonlocal callback_failed
-            if piece and on_token is not None and not callback_failed:
-                try:
-                    on_token(piece)
-                except Exception:  # noqa: BLE001 - a broken listener must not break the plan
-                    callback_failed = True
-                    LOG.exception('the on_token callback failed; no more tokens are streamed for this request')
-
-        def token_callback(token_id: int) -> None:
-            if stream is not None:
-                emit(stream.push(token_id))
-
-        prefix = self._prefix if self._prefix is not None and prompt[:len(self.prefix_ids)] == self.prefix_ids else None
-        result = self.engine.generate(prompt, generation, constraint=constraint,
-                                      on_token=token_callback if on_token is not None else None,
-                                      cancel=cancel, prefix=prefix)
-        if stream is not None:
-            emit(stream.flush())
-        stats = {
-            'prompt_tokens': float(result.prompt_tokens),
-            'generated_tokens': float(len(result.token_ids)),
-            'reused_prefix_tokens': float(result.reused_prefix_tokens),
-            'history_exchanges': float(len(kept)),
-            'prefill_s': result.prefill_s,
-            'decode_s': result.decode_s,
-            'time_to_first_token_s': result.time_to_first_token_s,
-        }
+        result = self._decode(engine, selection.prompt, generation, constraint, cancel, on_token)
+        stats = _stats(result, selection)
         if result.finish_reason == FinishReason.CANCELLED:
-            return Plan(request.request_id, str(request.text), request.source, PlanStatus.CANCELLED,
-                        error='generation was cancelled', stats=stats)
-        taken = {call.call_id for exchange in kept for call in exchange.calls}
-        parsed = parse_output(result.token_ids, self.tokenizer, self.vocabulary, allow_reply, taken)
+            return self._cancelled(request, 'generation was cancelled', stats)
+        taken = {call.call_id for exchange in selection.exchanges for call in exchange.calls}
+        parsed = parse_output(result.token_ids, self.tokenizer, self.vocabulary, grammar.options.allow_reply, taken)
         if parsed.kind == OutputKind.ERROR:
             detail = parsed.error
             if constraint.error:
@@ -426,26 +297,61 @@ class Planner:
             LOG.warning('request %s: invalid model output: %s; output was %r', request.request_id, detail,
                         parsed.text[:500])
             return replace(parsed, error=detail).to_plan(request, stats)
-        with self._history_lock:
-            if cancel.is_set():
-                # Cancelled (stop, preemption, timeout) after the engine finished: the caller turns
-                # this plan into a cancelled one without actions, so the history must not claim
-                # calls the robot never received.
-                return Plan(request.request_id, str(request.text), request.source, PlanStatus.CANCELLED,
-                            error='generation was cancelled', stats=stats)
-            if epoch == self._epoch:
-                self._record(text, parsed, kept, request.request_id)
-            elif text is not None:
-                # A reset during generation drops what came before, not this exchange; a
-                # continuation of a forgotten conversation is not recorded.
-                self._record(text, parsed, [], request.request_id)
+        exchange = Exchange(text, calls=parsed.calls, reply=parsed.reply if parsed.kind == OutputKind.REPLY else '',
+                            clarification=parsed.kind == OutputKind.CLARIFY, request_id=request.request_id)
+        if not self.conversation.record(exchange, selection, cancel):
+            # Cancelled (stop, preemption, timeout) after the engine finished: the caller turns this
+            # plan into a cancelled one without actions, so the history must not claim calls the
+            # robot never received.
+            return self._cancelled(request, 'generation was cancelled', stats)
         return parsed.to_plan(request, stats)
 
-    def _record(self, text: str | None, parsed: ParsedOutput, kept: list[Exchange], request_id: str) -> None:
-        exchange = Exchange(text, calls=parsed.calls, reply=parsed.reply if parsed.kind == OutputKind.REPLY else '',
-                            clarification=parsed.kind == OutputKind.CLARIFY, request_id=request_id)
-        self._history = [*kept, exchange]
-        # Keep at least the newest unit, so that its results can still be reported (and continued)
-        # with max_exchanges=0; it is then simply never rendered before a new request.
-        units = self._units()[-max(self.config.history.max_exchanges, 1):]
-        self._history = [exchange for unit in units for exchange in unit]
+    def _decode(self, engine: EngineLike, prompt: list[int], generation: GenerationConfig,
+                constraint: LogitsConstraint, cancel: threading.Event,
+                on_token: Callable[[str], None] | None) -> GenerationResult:
+        """Run the engine, streaming text to ``on_token``; the warmed prefix is passed when the prompt
+        starts with it."""
+        stream = _TextStream(self.tokenizer.stream_decoder(), on_token) if on_token is not None else None
+        warmed = self._prefix
+        prefix = warmed if warmed is not None and prompt[:len(self.prefix_ids)] == self.prefix_ids else None
+        result = engine.generate(prompt, generation, constraint=constraint,
+                                 on_token=stream.push if stream is not None else None, cancel=cancel, prefix=prefix)
+        if stream is not None:
+            stream.flush()
+        return result
+
+
+class _TextStream:
+    """Decoded text for an ``on_token`` listener, never half a UTF-8 character; a listener that
+    raises is logged once and then skipped: a broken listener must not break the plan."""
+
+    def __init__(self, decoder: StreamDecoder, on_token: Callable[[str], None]) -> None:
+        self._decoder = decoder
+        self._on_token = on_token
+        self._failed = False
+
+    def push(self, token_id: int) -> None:
+        self._emit(self._decoder.push(token_id))
+
+    def flush(self) -> None:
+        self._emit(self._decoder.flush())
+
+    def _emit(self, piece: str) -> None:
+        if piece and not self._failed:
+            try:
+                self._on_token(piece)
+            except Exception:  # noqa: BLE001 - a broken listener must not break the plan
+                self._failed = True
+                LOG.exception('the on_token callback failed; no more tokens are streamed for this request')
+
+
+def _stats(result: GenerationResult, selection: Selection) -> dict[str, float]:
+    return {
+        'prompt_tokens': float(result.prompt_tokens),
+        'generated_tokens': float(len(result.token_ids)),
+        'reused_prefix_tokens': float(result.reused_prefix_tokens),
+        'history_exchanges': float(len(selection.exchanges)),
+        'prefill_s': result.prefill_s,
+        'decode_s': result.decode_s,
+        'time_to_first_token_s': result.time_to_first_token_s,
+    }

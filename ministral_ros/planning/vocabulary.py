@@ -19,7 +19,7 @@ File format (see ``config/actions.yaml`` for the documented default)::
 Design choices:
 
 - Each action's ``parameters`` must pass jsonschema's metaschema check, and on top of that our own
-  rules, which exist because the same schema drives constrained decoding: every value the model
+  rules (``schema_check.py``), which exist because the same schema drives constrained decoding: every value the model
   can produce has to be bounded (numbers need a range, free strings a ``maxLength``, arrays a
   ``maxItems``), objects are closed (``additionalProperties`` absent or false), ``required`` names
   existing properties, enum values match the declared type. Only keywords that both jsonschema and
@@ -32,43 +32,23 @@ Design choices:
 """
 from __future__ import annotations
 
-import copy
-import logging
-import math
-import os
-import re
-import sys
 from collections.abc import Mapping
+import copy
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
+import re
 from typing import Any
 
 import jsonschema
+from ministral_ros.chat.prompt import ToolSpec
+from ministral_ros.planning.schema_check import check_schema, closed_schema, SchemaRuleError
+from ministral_ros.share_paths import shared_candidates, shared_path
 import yaml
 
-LOG = logging.getLogger(__name__)
-
 NAME_PATTERN = re.compile(r'^[a-z][a-z0-9_]{0,63}$')
-PROPERTY_PATTERN = re.compile(r'^[a-z][a-z0-9_]{0,63}$')
 TOP_LEVEL_KEYS = frozenset({'lists', 'actions', 'clarification_action'})
 ACTION_KEYS = frozenset({'name', 'description', 'parameters'})
-ANNOTATION_KEYWORDS = frozenset({'description', 'title', 'default', 'examples'})
-KEYWORDS_BY_TYPE: dict[str, frozenset[str]] = {
-    'string': frozenset({'enum', 'const', 'minLength', 'maxLength', 'pattern'}),
-    'number': frozenset({'enum', 'const', 'minimum', 'maximum', 'exclusiveMinimum',
-                         'exclusiveMaximum', 'multipleOf'}),
-    'integer': frozenset({'enum', 'const', 'minimum', 'maximum', 'exclusiveMinimum',
-                          'exclusiveMaximum', 'multipleOf'}),
-    'boolean': frozenset({'const'}),
-    'array': frozenset({'items', 'minItems', 'maxItems'}),
-    'object': frozenset({'properties', 'required', 'additionalProperties'}),
-}
-PYTHON_TYPES: dict[str, tuple[type, ...]] = {
-    'string': (str,),
-    'number': (int, float),
-    'integer': (int,),
-    'boolean': (bool,),
-}
 
 
 class VocabularyError(ValueError):
@@ -109,18 +89,15 @@ class ActionSpec:
     def properties(self) -> Mapping[str, Any]:
         return self.parameters.get('properties', {})
 
-    def tool_spec(self) -> dict[str, Any]:
-        """The OpenAI-style tool definition (``{"type": "function", "function": {...}}``)."""
-        return {'type': 'function', 'function': {
-            'name': self.name,
-            'description': self.description,
-            'parameters': copy.deepcopy(dict(self.parameters)),
-        }}
+    def tool_spec(self) -> ToolSpec:
+        """The tool definition shown to the model (a copy of the schema: editing it leaves this action
+        unchanged); ``.to_json_object()`` is the OpenAI-style ``{"type": "function", "function": {...}}``."""
+        return ToolSpec(self.name, self.description, copy.deepcopy(dict(self.parameters)))
 
     def closed_parameters(self) -> dict[str, Any]:
         """The parameters schema with every object closed (``additionalProperties: false``), as
         enforced by decoding and by validation after parsing."""
-        return _closed(copy.deepcopy(dict(self.parameters)))
+        return closed_schema(copy.deepcopy(dict(self.parameters)))
 
 
 @dataclass(frozen=True)
@@ -156,9 +133,9 @@ class ActionVocabulary:
     def get(self, name: str) -> ActionSpec | None:
         return next((a for a in self.actions if a.name == name), None)
 
-    def tool_specs(self) -> list[dict[str, Any]]:
+    def tool_specs(self) -> tuple[ToolSpec, ...]:
         """Tool definitions for the prompt renderer, in vocabulary order."""
-        return [a.tool_spec() for a in self.actions]
+        return tuple(a.tool_spec() for a in self.actions)
 
     def validate_arguments(self, name: str, arguments: Any) -> list[str]:
         """Errors (empty when valid) of ``arguments`` against the named action's closed schema."""
@@ -181,19 +158,13 @@ class ActionVocabulary:
 
 
 def default_vocabulary_path() -> Path:
-    """The default vocabulary: ``config/actions.yaml`` of a source checkout, else the installed
-    ament share directory (``share/ministral_ros/config/actions.yaml`` under the prefix)."""
-    here = Path(__file__).resolve()
-    candidates = [here.parents[2] / 'config' / 'actions.yaml']
-    candidates.append(Path(sys.prefix) / 'share' / 'ministral_ros' / 'config' / 'actions.yaml')
-    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / 'share' / 'ministral_ros' / 'config' / 'actions.yaml')
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError('default action vocabulary config/actions.yaml not found (looked in: '
-                            + ', '.join(str(c) for c in candidates) + '); pass a file explicitly')
+    """The default vocabulary, ``config/actions.yaml`` (see ``ministral_ros.share_paths``)."""
+    path = shared_path('config/actions.yaml')
+    if not path.is_file():
+        raise FileNotFoundError('default action vocabulary config/actions.yaml not found (looked in: '
+                                + ', '.join(map(str, shared_candidates('config/actions.yaml')))
+                                + '); pass a file explicitly')
+    return path
 
 
 def load_vocabulary(path: str | os.PathLike[str] | None = None) -> ActionVocabulary:
@@ -297,102 +268,11 @@ def _parse_action(raw: Any, index: int, source: str) -> ActionSpec:
     if parameters.get('type') != 'object':
         raise VocabularyError(source, 'the parameters schema must have `type: object`', name,
                               'parameters.type')
-    _check_schema(parameters, name, 'parameters', source)
+    try:
+        check_schema(parameters)
+    except SchemaRuleError as error:
+        raise VocabularyError(source, error.detail, name, error.field) from None
     return ActionSpec(name, description.strip(), parameters)
-
-
-def _check_schema(schema: Any, action: str, where: str, source: str) -> None:
-    """Our rules on top of the metaschema: closed, bounded, supported keywords only."""
-    def fail(message: str, sub: str = '') -> None:
-        raise VocabularyError(source, message, action, f'{where}.{sub}' if sub else where)
-
-    if not isinstance(schema, Mapping):
-        fail('must be a schema mapping')
-    kind = schema.get('type')
-    if kind is None:
-        if 'enum' in schema or 'const' in schema:
-            values = schema.get('enum', [schema.get('const')])
-            kinds = {_json_type(v) for v in values}
-            if len(kinds) != 1:
-                fail('an untyped enum must hold values of one JSON type; add `type`')
-            kind = kinds.pop()
-        else:
-            fail('needs a `type` (string, number, integer, boolean, array or object)', 'type')
-    if not isinstance(kind, str) or kind not in KEYWORDS_BY_TYPE:
-        fail(f'type must be one of {sorted(KEYWORDS_BY_TYPE)} (a single type), got {kind!r}', 'type')
-    allowed = KEYWORDS_BY_TYPE[kind] | ANNOTATION_KEYWORDS | {'type'}
-    for key in schema:
-        if key not in allowed:
-            fail(f'keyword {key!r} is not supported for type {kind}; supported: {sorted(allowed)}', key)
-    if 'description' in schema and not isinstance(schema['description'], str):
-        fail('description must be a string', 'description')
-
-    if 'enum' in schema:
-        values = schema['enum']
-        if not values:
-            fail('enum must not be empty', 'enum')
-        if len({repr(v) for v in values}) != len(values):
-            fail('enum has duplicate values', 'enum')
-        for value in values:
-            if not _is_type(value, kind):
-                fail(f'enum value {value!r} is not of type {kind}', 'enum')
-    if 'const' in schema and not _is_type(schema['const'], kind):
-        fail(f'const {schema["const"]!r} is not of type {kind}', 'const')
-    fixed = 'enum' in schema or 'const' in schema
-
-    if kind in ('number', 'integer') and not fixed:
-        low = schema.get('minimum', schema.get('exclusiveMinimum'))
-        high = schema.get('maximum', schema.get('exclusiveMaximum'))
-        if low is None or high is None:
-            fail('numbers need a range: add `minimum` and `maximum` (with units in the description)')
-        for key in ('minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf'):
-            if key in schema and not math.isfinite(float(schema[key])):
-                fail('must be a finite number', key)
-        if low > high or (low == high and ('exclusiveMinimum' in schema or 'exclusiveMaximum' in schema)):
-            fail(f'empty range: minimum {low} is not below maximum {high}', 'maximum')
-        if kind == 'integer' and 'multipleOf' in schema and not float(schema['multipleOf']).is_integer():
-            fail('an integer multipleOf must be a whole number', 'multipleOf')
-    if kind == 'string' and not fixed:
-        if 'maxLength' not in schema:
-            fail('free-text strings need `maxLength` (decoding must stay bounded) or an `enum`',
-                 'maxLength')
-        if schema['maxLength'] < 1:
-            fail('maxLength must be >= 1', 'maxLength')
-        if schema.get('minLength', 0) > schema['maxLength']:
-            fail('minLength is above maxLength', 'minLength')
-        if 'pattern' in schema:
-            try:
-                re.compile(schema['pattern'])
-            except re.error as error:
-                fail(f'invalid regular expression: {error}', 'pattern')
-    if kind == 'array':
-        if 'items' not in schema or not isinstance(schema['items'], Mapping):
-            fail('arrays need an `items` schema', 'items')
-        if 'maxItems' not in schema:
-            fail('arrays need `maxItems` (decoding must stay bounded)', 'maxItems')
-        if schema.get('minItems', 0) > schema['maxItems']:
-            fail('minItems is above maxItems', 'minItems')
-        _check_schema(schema['items'], action, f'{where}.items', source)
-    if kind == 'object':
-        properties = schema.get('properties', {})
-        if not isinstance(properties, Mapping):
-            fail('properties must be a mapping', 'properties')
-        if schema.get('additionalProperties', False) is not False:
-            fail('objects are closed: remove `additionalProperties` or set it to false',
-                 'additionalProperties')
-        for key, sub in properties.items():
-            if not PROPERTY_PATTERN.match(str(key)):
-                fail(f'property name {key!r} must be snake_case', f'properties.{key}')
-            _check_schema(sub, action, f'{where}.properties.{key}', source)
-        required = schema.get('required', [])
-        for key in required:
-            if key not in properties:
-                fail(f'required names {key!r}, which is not in properties', 'required')
-    if 'default' in schema:
-        errors = list(jsonschema.Draft202012Validator(_closed(copy.deepcopy(dict(schema))))
-                      .iter_errors(schema['default']))
-        if errors:
-            fail(f'default {schema["default"]!r} does not match the schema: {errors[0].message}', 'default')
 
 
 def _parse_clarification(raw: Any, actions: list[ActionSpec], source: str) -> ClarificationSpec | None:
@@ -412,17 +292,6 @@ def _parse_clarification(raw: Any, actions: list[ActionSpec], source: str) -> Cl
     return ClarificationSpec(name, argument)
 
 
-def _closed(schema: dict[str, Any]) -> dict[str, Any]:
-    if schema.get('type') == 'object':
-        schema['additionalProperties'] = False
-        for sub in schema.get('properties', {}).values():
-            if isinstance(sub, dict):
-                _closed(sub)
-    if schema.get('type') == 'array' and isinstance(schema.get('items'), dict):
-        _closed(schema['items'])
-    return schema
-
-
 def _plain(value: Any) -> Any:
     """Deep copy with plain dicts/lists (YAML anchors share objects between actions)."""
     if isinstance(value, Mapping):
@@ -430,28 +299,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return 'boolean'
-    if isinstance(value, int):
-        return 'integer'
-    if isinstance(value, float):
-        return 'number'
-    if isinstance(value, str):
-        return 'string'
-    return type(value).__name__
-
-
-def _is_type(value: Any, kind: str) -> bool:
-    if kind not in PYTHON_TYPES:
-        return False
-    if isinstance(value, bool) and kind != 'boolean':
-        return False
-    if kind == 'integer' and isinstance(value, float):
-        return value.is_integer()
-    return isinstance(value, PYTHON_TYPES[kind])
 
 
 def _path_text(path: Any) -> str:

@@ -37,7 +37,10 @@ class EndOfStream(Exception):
 
 @dataclass
 class SourceStats:
-    blocks: int = 0
+    """Counters since the source was made (``SpeechService`` makes one per open-close cycle and logs
+    them when it closes it)."""
+
+    blocks: int = 0          # blocks handed to the pipeline
     overruns: int = 0        # blocks lost: PortAudio input overflow or a full hand-over queue
 
 
@@ -79,6 +82,12 @@ class FileSource:
         self._block = max(1, int(self.sample_rate * self.block_ms / 1000))
         self._position = 0
         self._started = time.monotonic()
+
+    @property
+    def started(self) -> float:
+        """``time.monotonic()`` when ``open()`` started the file: sample ``n`` is due at
+        ``started + n / sample_rate`` in real-time mode (how benchmarks time speech ends)."""
+        return self._started
 
     def read(self, timeout: float) -> np.ndarray | None:
         if self._position >= len(self._samples):

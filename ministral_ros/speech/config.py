@@ -10,24 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 import copy
 from dataclasses import dataclass, field
-import os
 from pathlib import Path
-import sys
 from typing import Any
 
+from ministral_ros.share_paths import shared_path
 from ministral_ros.speech.vad import SegmenterConfig
 import yaml
 
-REPO_CONFIG_PATH = Path(__file__).resolve().parents[2] / 'config' / 'speech.yaml'
-
 
 def default_config_path() -> Path:
-    """``config/speech.yaml`` of a source checkout (editable install), else the installed copy in
-    ``share/ministral_ros/config`` (pip prefix or any ament prefix); the checkout path if none exists."""
-    candidates = [REPO_CONFIG_PATH, Path(sys.prefix) / 'share' / 'ministral_ros' / 'config' / 'speech.yaml']
-    candidates += [Path(prefix) / 'share' / 'ministral_ros' / 'config' / 'speech.yaml'
-                   for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if prefix]
-    return next((candidate for candidate in candidates if candidate.is_file()), REPO_CONFIG_PATH)
+    """``config/speech.yaml`` (see ``ministral_ros.share_paths``)."""
+    return shared_path('config/speech.yaml')
 
 
 DEFAULT_CONFIG_PATH = default_config_path()

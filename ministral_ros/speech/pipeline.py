@@ -17,8 +17,8 @@ from ministral_ros.speech.audio import level_dbfs
 from ministral_ros.speech.capture import AudioDeviceError, AudioSource, EndOfStream
 from ministral_ros.speech.recognizer import Recognizer, Transcript
 from ministral_ros.speech.resample import Resampler
+from ministral_ros.speech.transcript import strip_wake_word
 from ministral_ros.speech.vad import SegmentEventKind, UtteranceSegmenter
-from ministral_ros.transcript_filter import strip_wake_word
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -276,6 +276,8 @@ class SpeechService:
         finally:
             self.connected = False
             source.close()
+            logger.info('closed %s after %d blocks (%d lost)', source.describe(), source.stats.blocks,
+                        source.stats.overruns)
 
     def _failed(self, message: str) -> None:
         self.failures += 1

@@ -156,10 +156,6 @@ class UtteranceSegmenter:
         self._silence = 0             # consecutive windows below the lower threshold
         self._processed = 0           # windows processed since the stream began
 
-    @property
-    def in_speech(self) -> bool:
-        return self._in_speech
-
     def process(self, block: np.ndarray) -> Iterator[SegmentEvent]:
         samples = np.concatenate([self._pending, np.asarray(block, dtype=np.float32)])
         whole = len(samples) - len(samples) % self._window

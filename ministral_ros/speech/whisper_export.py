@@ -29,10 +29,15 @@ def build_random_whisper(output: str | Path, seed: int = 0, d_model: int = 64, l
     """A tiny random Whisper checkpoint (PyTorch) with tokenizer, feature extractor and generation
     config in ``output``. ``init_std`` larger than the default 0.02 keeps greedy decoding from
     collapsing onto one token, so token-by-token comparisons are informative."""
+    from tokenizers import decoders, models, pre_tokenizers, Tokenizer
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
-                              WhisperForConditionalGeneration, WhisperTokenizerFast)
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperTokenizerFast,
+    )
     from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
 
     output = Path(output)

@@ -144,8 +144,6 @@ class WhisperOnnxRecognizer(BufferedRecognizer):
         self._decoder_past = None if self._merged else session(with_past)
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self._n_mels = int(self._encoder.get_inputs()[0].shape[1])
-        self._past_names = [i.name for i in (self._decoder if self._merged else self._decoder_past).get_inputs()
-                            if i.name.startswith('past_key_values.')]
         self.max_new_tokens = max_new_tokens
         self.setup = self._decoding_setup(model_dir, language)
 

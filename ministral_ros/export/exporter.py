@@ -7,8 +7,9 @@ Pipeline (each step logs progress and its duration):
    ragged pattern, so ``layer_pattern='auto'`` applies full+3x32k-sliding to that checkpoint and says so);
 2. load the checkpoint with transformers (fp16 weights for ``fp16``, fp32 otherwise) and wrap it in
    ``StepGraph`` (our graph; see step_graph.py for why not the stock one);
-3. export it THROUGH OPTIMUM: ``StepOnnxConfig`` is an optimum ``OnnxConfig`` subclass describing our
-   inputs/outputs and dummy inputs, and ``optimum.exporters.onnx.convert.export`` runs the TorchScript
+3. export it THROUGH OPTIMUM: ``GqaStepOnnxConfig`` / ``BiasStepOnnxConfig`` (onnx_configs.py) are
+   declarative optimum ``OnnxConfig`` subclasses, one per attention layout, describing our inputs,
+   outputs and dummy-input generators, and ``optimum.exporters.onnx.convert.export`` runs the TorchScript
    exporter, consolidates external data and fixes dynamic axes, exactly as it does for a stock
    ``custom_onnx_configs`` export (the higher-level ``main_export`` is not used because it insists on
    building its own model from the task, while our graph is a wrapper around the loaded model);
@@ -28,18 +29,23 @@ the temporary graph exists (fp32 32 GB, fp16 16 GB, int8 ~8.5 GB, int4 ~5 GB fin
 """
 from __future__ import annotations
 
-import json
-import logging
-import shutil
-import time
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+import json
+import logging
 from pathlib import Path
+import shutil
+import time
 
-from ministral_ros.engine.manifest import (MANIFEST_NAME, PRECISIONS, Architecture, Manifest, ModelFolderError,
-                                           describe_files)
-from ministral_ros.engine.step_graph import group_name, window_groups
+from ministral_ros.engine.manifest import (
+    Architecture,
+    describe_files,
+    Manifest,
+    MANIFEST_NAME,
+    ModelFolderError,
+    PRECISIONS,
+)
+from ministral_ros.export.step_graph import group_name, window_groups
 
 logger = logging.getLogger(__name__)
 
@@ -149,88 +155,6 @@ def _step(name: str):
     logger.info('%s done in %.1f s', name, time.perf_counter() - start)
 
 
-def _onnx_config_class():
-    """Built lazily so that importing this module does not import optimum/torch."""
-    from optimum.exporters.onnx.base import OnnxConfig
-    from optimum.utils import NormalizedTextConfig
-
-    class StepOnnxConfig(OnnxConfig):
-        """optimum description of ``StepGraph``: per-layer past lengths, one bias per window group."""
-
-        NORMALIZED_CONFIG_CLASS = NormalizedTextConfig
-        DEFAULT_ONNX_OPSET = DEFAULT_OPSET
-
-        def __init__(self, config, layer_windows: list[int | None], float_dtype: str = 'fp32',
-                     attention: str = 'gqa') -> None:
-            super().__init__(config, task='text-generation', float_dtype=float_dtype)
-            self.attention = attention
-            self.layer_windows = list(layer_windows)
-            self.groups = window_groups(self.layer_windows)
-            self.kv_heads = config.num_key_value_heads
-            self.head_dim = getattr(config, 'head_dim', None) or config.hidden_size // config.num_attention_heads
-
-        @property
-        def inputs(self) -> dict[str, dict[int, str]]:
-            axes: dict[str, dict[int, str]] = OrderedDict()
-            axes['input_ids'] = {0: 'batch_size', 1: 'sequence_length'}
-            axes['position_ids'] = {0: 'batch_size', 1: 'sequence_length'}
-            if self.attention == 'gqa':
-                for group in self.groups:
-                    axes[f'seqlens_k.{group}'] = {0: 'batch_size'}
-                for group in self.groups:
-                    axes[f'total_sequence_length.{group}'] = {}
-                for index in range(len(self.layer_windows)):
-                    for kind in ('key', 'value'):
-                        axes[f'past_key_values.{index}.{kind}'] = {0: 'batch_size', 2: f'capacity_{index}'}
-                return axes
-            for group in self.groups:
-                axes[f'attention_bias.{group}'] = {0: 'batch_size', 2: 'sequence_length', 3: f'total_length_{group}'}
-            for index in range(len(self.layer_windows)):
-                for kind in ('key', 'value'):
-                    axes[f'past_key_values.{index}.{kind}'] = {0: f'past_length_{index}', 1: 'batch_size'}
-            return axes
-
-        @property
-        def outputs(self) -> dict[str, dict[int, str]]:
-            axes: dict[str, dict[int, str]] = OrderedDict()
-            axes['logits'] = {0: 'batch_size'}
-            for index in range(len(self.layer_windows)):
-                for kind in ('key', 'value'):
-                    axes[f'present.{index}.{kind}'] = ({0: 'batch_size', 2: f'capacity_{index}'}
-                                                       if self.attention == 'gqa' else
-                                                       {0: 'sequence_length', 1: 'batch_size'})
-            return axes
-
-        def generate_dummy_inputs(self, framework: str = 'pt', **kwargs):
-            import torch
-            dtype = torch.float16 if self.float_dtype == 'fp16' else torch.float32
-            vocab = self._config.vocab_size
-            seq, batch = 3, 1
-            past_lengths = [2 + (index % 3) for index in range(len(self.layer_windows))]
-            past_lengths_by_group = {}
-            for index, window in enumerate(self.layer_windows):
-                past_lengths[index] = past_lengths_by_group.setdefault(group_name(window), past_lengths[index])
-            if self.attention == 'gqa':
-                totals = [past_lengths_by_group[group] + seq for group in self.groups]
-                past = tuple((torch.randn(batch, self.kv_heads, length + seq + 2, self.head_dim, dtype=dtype),
-                              torch.randn(batch, self.kv_heads, length + seq + 2, self.head_dim, dtype=dtype))
-                             for length in past_lengths)
-                return {'input_ids': torch.randint(0, vocab, (batch, seq)),
-                        'position_ids': torch.arange(5, 5 + seq).unsqueeze(0),
-                        'seqlens_k': tuple(torch.tensor([total - 1], dtype=torch.int32) for total in totals),
-                        'total_sequence_length': tuple(torch.tensor(total, dtype=torch.int32) for total in totals),
-                        'past_key_values': past}
-            biases = tuple(torch.zeros(batch, 1, seq, past_lengths_by_group[group] + seq) for group in self.groups)
-            past = tuple((torch.randn(length, batch, self.kv_heads, self.head_dim, dtype=dtype),
-                          torch.randn(length, batch, self.kv_heads, self.head_dim, dtype=dtype))
-                         for length in past_lengths)
-            return {'input_ids': torch.randint(0, vocab, (batch, seq)),
-                    'position_ids': torch.arange(5, 5 + seq).unsqueeze(0),
-                    'attention_bias': biases, 'past_key_values': past}
-
-    return StepOnnxConfig
-
-
 def _read_source_config(src: Path) -> dict:
     if not src.is_dir():
         raise ExportError(f'source checkpoint folder {src} does not exist')
@@ -288,7 +212,7 @@ def _save_graph(model, path: Path) -> list[str]:
 def _quantize(fp32_graph: Path, precision: str, work: Path):
     import onnx
     if precision == 'int8':
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization import quantize_dynamic, QuantType
         target = work / 'model.int8.onnx'
         quantize_dynamic(str(fp32_graph), str(target), weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=['MatMul'], use_external_data_format=True)
@@ -333,19 +257,18 @@ def export_model(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp3
 
 def _export_into(src: Path, out: Path, work: Path, config: dict, windows: list[int | None], precision: str,
                  opset: int, origin: str, attention: str) -> Manifest:
+    from ministral_ros.export.onnx_configs import ONNX_CONFIGS
+    from ministral_ros.export.step_graph import GqaStepGraph, StepGraph
     import onnx
-    import torch
     from optimum.exporters.onnx.convert import export as optimum_export
+    import torch
     from transformers import AutoModelForCausalLM
-
-    from ministral_ros.engine.step_graph import GqaStepGraph, StepGraph
 
     dtype = torch.float16 if precision == 'fp16' else torch.float32
     with _step(f'loading {src} with transformers ({dtype})'):
         model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, attn_implementation='eager').eval()
     graph = (GqaStepGraph if attention == 'gqa' else StepGraph)(model, windows).eval()
-    onnx_config = _onnx_config_class()(model.config, windows, float_dtype='fp16' if precision == 'fp16' else 'fp32',
-                                       attention=attention)
+    onnx_config = ONNX_CONFIGS[attention](model.config, windows, float_dtype='fp16' if precision == 'fp16' else 'fp32')
     exported = work / GRAPH_FILE
     with _step(f'exporting the step graph ({attention} attention) through optimum (TorchScript)'):
         input_names, output_names = optimum_export(graph, onnx_config, exported, opset=opset)

@@ -1,5 +1,5 @@
-"""How speech recognisers talk to the node on ``~/transcript`` (std_msgs/String), and which
-transcripts become requests.
+"""The ``~/transcript`` format (std_msgs/String): how speech recognisers talk to the main node,
+which transcripts become requests, and the wake-word matching both sides share.
 
 Convention (documented in the README):
 - Plain text is a final result with confidence 1.0.
@@ -7,7 +7,9 @@ Convention (documented in the README):
   to true, ``confidence`` to 1.0) lets a recogniser stream partial results: the node ignores
   partials (``"final": false``) and plans only the final result of each utterance.
 A string that starts with ``{`` but is not such an object is refused with a clear message, not
-planned as text (it is almost certainly a recogniser bug).
+planned as text (it is almost certainly a recogniser bug). ``transcript_payload`` writes what the
+speech node publishes (the object above plus ``utterance``, ``start_s``, ``end_s`` for tracing);
+``parse_transcript`` reads it in the main node.
 """
 from __future__ import annotations
 
@@ -16,8 +18,15 @@ from enum import Enum
 import json
 import math
 import re
+from typing import TYPE_CHECKING
 
-from ministral_ros.input_text import InputError
+if TYPE_CHECKING:  # the pipeline imports this module (wake-word matching)
+    from ministral_ros.speech.pipeline import TranscriptEvent
+
+
+class InputError(ValueError):
+    """Input the node refuses (a transcript or a command); the message is published in the plan's
+    ``error`` field."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,14 @@ class Transcript:
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence <= 1.0 or math.isnan(self.confidence):
             raise InputError(f'transcript confidence {self.confidence} is outside [0, 1]')
+
+
+def transcript_payload(event: TranscriptEvent) -> str:
+    """The message text the speech node publishes for one transcript event."""
+    return json.dumps({'text': event.text, 'final': event.final,
+                       'confidence': round(float(event.confidence), 4),
+                       'utterance': event.utterance, 'start_s': round(event.start_s, 3),
+                       'end_s': round(event.end_s, 3)}, ensure_ascii=False)
 
 
 def parse_transcript(data: str) -> Transcript:

@@ -20,11 +20,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 import shutil
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ runpy.run_module('onnxruntime_genai.models.builder', run_name='__main__')
 
 def write_synthetic_tokenizer(folder: Path, vocab_size: int, bos: int = 1, eos: int = 2) -> None:
     """A word-level tokenizer (``t0`` .. ``t<vocab-1>``) plus tokenizer_config.json, for tooling that insists."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import models, pre_tokenizers, Tokenizer
 
     tokenizer = Tokenizer(models.WordLevel({f't{i}': i for i in range(vocab_size)}, unk_token='t0'))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

@@ -3,12 +3,13 @@
 The node calls ``create_backend`` on configure, in the lifecycle callback; everything slow (loading
 the ONNX model, warming the prompt prefix) happens here. Any failure is raised as ``BackendError``
 with a message that names the problem and its fix; the node reports it and stays unconfigured.
+``stop_action_problem`` checks a loaded backend against the ``stop_action`` parameter.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ministral_ros.node_params import DEFAULT_MODEL_NAME, NodeSettings
+from ministral_ros.node.params import DEFAULT_MODEL_NAME, NodeSettings
 from ministral_ros.planning.backend import PlanBackend
 
 
@@ -30,6 +31,17 @@ def check_model_dir(model_dir: Path, explicit: bool) -> None:
                            'exported model folder')
 
 
+def stop_action_problem(backend: PlanBackend, settings: NodeSettings) -> str:
+    """Why ``settings.stop_action`` does not fit the backend's vocabulary ('' when it does, or when
+    the backend has no vocabulary to check against)."""
+    vocabulary = backend.vocabulary
+    if not settings.stop_action or vocabulary is None or settings.stop_action in vocabulary.names:
+        return ''
+    return (f'stop_action "{settings.stop_action}" is not in the action vocabulary '
+            f'({", ".join(vocabulary.names)}): set the parameter stop_action to the robot\'s stop '
+            'action (or "" for stop plans without actions)')
+
+
 def create_backend(settings: NodeSettings) -> PlanBackend:
     """The real backend: ``ministral_ros.planning.planner.Planner`` on the configured model."""
     model_dir = settings.resolved_model_dir()
@@ -41,7 +53,8 @@ def create_backend(settings: NodeSettings) -> PlanBackend:
                            'empty for the built-in demo vocabulary)')
     try:
         from ministral_ros.planning.constraint import ConstraintOptions
-        from ministral_ros.planning.planner import HistoryPolicy, Planner, PlannerConfig
+        from ministral_ros.planning.conversation import HistoryPolicy
+        from ministral_ros.planning.planner import Planner, PlannerConfig
     except ImportError as exc:
         raise BackendError(f'the planner cannot be loaded ({exc}): reinstall ministral_ros with '
                            'its requirements (tools/setup_env.sh)') from exc

@@ -1,18 +1,21 @@
-"""The README's main job: start ``ministral_node`` as a user would and talk to it like a robot.
+"""The demo driver: a scripted robot that drives ``ministral_node`` over its topics (the README's main job).
 
-``python -m ministral_ros.demo_node`` (what ``tools/dev.sh demo`` runs) starts the node's console
-script in its own process (default: the embedded demo model), waits until it reports ``active`` on
-``/ministral/status``, then behaves like the other nodes of a robot: it publishes typed commands on
-``/ministral/command`` and speech-recogniser transcripts (partial then final, the documented
-convention) on ``/ministral/transcript``, and prints every plan that arrives on
-``/ministral/plan_json``. With ``--interactive`` (the default when stdin is a terminal) it then
-reads commands from the keyboard until end of input. It only uses topics: nothing here calls the
-planner.
+This is not the demo model. The demo model is the small network the rest of this package builds
+and the node loads by default; this driver is the other side of the topics, standing in for the
+robot's own nodes, and never touches a model or the planner.
+
+``python -m ministral_ros.demo_model.demo_driver_node`` (what ``tools/dev.sh demo`` runs) starts the
+node's console script in its own process (default: the embedded demo model), waits until it reports
+``active`` on ``/ministral/status``, then publishes typed commands on ``/ministral/command`` and
+speech-recogniser transcripts (partial then final, the documented convention) on
+``/ministral/transcript``, and prints every plan that arrives on ``/ministral/plan_json``. With
+``--interactive`` (the default when stdin is a terminal) it then reads commands from the keyboard
+until end of input. The exit status is 1 when a request got no plan or an ``error`` plan.
 """
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import json
 import os
 import shutil
@@ -77,7 +80,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def _start_node(args: argparse.Namespace) -> subprocess.Popen[bytes]:
     executable = shutil.which('ministral_node')
     command = ([executable] if executable else
-               [sys.executable, '-m', 'ministral_ros.ministral_node'])
+               [sys.executable, '-m', 'ministral_ros.node.ministral_node'])
     command += ['--ros-args', '-p', f'execution_provider:={args.provider}']
     if args.model_dir:
         command += ['-p', f'model_dir:={os.path.abspath(args.model_dir)}']
@@ -87,14 +90,14 @@ def _start_node(args: argparse.Namespace) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, start_new_session=True)
 
 
-class DemoClientNode(Node):
+class DemoDriverNode(Node):
     """The robot's side: publishers for commands/transcripts, subscribers for plans and status.
 
     Concurrency: spun by one SingleThreadedExecutor thread; the main thread publishes and waits on
     ``_cond``, which the subscription callbacks notify."""
 
     def __init__(self) -> None:
-        super().__init__('ministral_demo_client')
+        super().__init__('ministral_demo_driver')
         self.command_pub = self.create_publisher(String, '/ministral/command', 10)
         self.transcript_pub = self.create_publisher(String, '/ministral/transcript', 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
@@ -118,7 +121,7 @@ class DemoClientNode(Node):
             self.configure_error = status.get('configure_error') or ''
             self._cond.notify_all()
 
-    def wait_for(self, predicate: Any, timeout: float) -> bool:
+    def wait_for(self, predicate: Callable[[], Any], timeout: float) -> bool:
         with self._cond:
             return self._cond.wait_for(predicate, timeout)
 
@@ -136,73 +139,92 @@ class DemoClientNode(Node):
 
 
 def run(argv: Sequence[str] | None = None) -> int:
+    """Start the node, drive it with the scripted (then typed) commands; the exit status."""
     args = _parse_args(argv)
     process = _start_node(args)
-    client: DemoClientNode | None = None
+    driver: DemoDriverNode | None = None
     executor: SingleThreadedExecutor | None = None
     try:
         rclpy.init()
-        client = DemoClientNode()
+        driver = DemoDriverNode()
         executor = SingleThreadedExecutor()
-        executor.add_node(client)
+        executor.add_node(driver)
         threading.Thread(target=executor.spin, daemon=True).start()
-        print('waiting for the node to load the model and activate ...', flush=True)
-        started = time.monotonic()
-        ready = client.wait_for(lambda: client.state == 'active' or client.configure_error
-                                or process.poll() is not None, args.startup_timeout)
-        if not ready or client.state != 'active':
-            reason = client.configure_error or (
-                f'node exited with status {process.returncode}' if process.poll() is not None
-                else f'not active after {args.startup_timeout:.0f} s')
-            print(f'the node did not become active: {reason}', file=sys.stderr)
+        if not _wait_until_active(driver, process, args.startup_timeout):
             return 1
-        while client.command_pub.get_subscription_count() == 0 or \
-                client.transcript_pub.get_subscription_count() == 0:
-            if time.monotonic() - started > args.startup_timeout:
-                print('the node never subscribed to its input topics', file=sys.stderr)
-                return 1
-            time.sleep(0.02)
-        print(f'node active after {time.monotonic() - started:.1f} s\n', flush=True)
-        inputs: list[tuple[str, str]] = list(DEMO_COMMANDS)
-        failures = 0
-        while True:
-            if not inputs:
-                if not args.interactive:
-                    break
-                try:
-                    line = input('command> ').strip()
-                except EOFError:
-                    break
-                if not line:
-                    continue
-                inputs.append(('command', line))
-            kind, text = inputs.pop(0)
-            print(f'>>> {kind}: {text}', flush=True)
-            seen = len(client.plans)
-            sent = time.monotonic()
-            client.send(kind, text)
-            if not client.wait_for(lambda: len(client.plans) > seen, args.plan_timeout):
-                print(f'no plan within {args.plan_timeout:.0f} s', file=sys.stderr)
-                failures += 1
-                continue
-            latency_s = time.monotonic() - sent
-            for plan in client.plans[seen:]:
-                print(_format_plan(plan, latency_s), flush=True)
-                failures += plan.get('status') == 'error'
-            print()
-        return 1 if failures else 0
+        return 1 if _drive(driver, args) else 0
     finally:
         if executor is not None:
             executor.shutdown(timeout_sec=1.0)
-        if client is not None:
-            client.destroy_node()
+        if driver is not None:
+            driver.destroy_node()
         rclpy.try_shutdown()
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
+        _stop_node(process)
+
+
+def _wait_until_active(driver: DemoDriverNode, process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait for ``active`` on the status topic and the node's input subscriptions; False (reason on
+    stderr) when the node failed to configure, exited or took longer than ``timeout`` seconds."""
+    print('waiting for the node to load the model and activate ...', flush=True)
+    started = time.monotonic()
+    ready = driver.wait_for(lambda: driver.state == 'active' or driver.configure_error
+                            or process.poll() is not None, timeout)
+    if not ready or driver.state != 'active':
+        reason = driver.configure_error or (
+            f'node exited with status {process.returncode}' if process.poll() is not None
+            else f'not active after {timeout:.0f} s')
+        print(f'the node did not become active: {reason}', file=sys.stderr)
+        return False
+    while driver.command_pub.get_subscription_count() == 0 or \
+            driver.transcript_pub.get_subscription_count() == 0:
+        if time.monotonic() - started > timeout:
+            print('the node never subscribed to its input topics', file=sys.stderr)
+            return False
+        time.sleep(0.02)
+    print(f'node active after {time.monotonic() - started:.1f} s\n', flush=True)
+    return True
+
+
+def _drive(driver: DemoDriverNode, args: argparse.Namespace) -> int:
+    """Send ``DEMO_COMMANDS``, then (``--interactive``) typed lines, one at a time, printing each
+    request's plans; returns the number of requests that got no plan or an ``error`` plan."""
+    inputs: list[tuple[str, str]] = list(DEMO_COMMANDS)
+    failures = 0
+    while True:
+        if not inputs:
+            if not args.interactive:
+                return failures
             try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                line = input('command> ').strip()
+            except EOFError:
+                return failures
+            if not line:
+                continue
+            inputs.append(('command', line))
+        kind, text = inputs.pop(0)
+        print(f'>>> {kind}: {text}', flush=True)
+        seen = len(driver.plans)
+        sent = time.monotonic()
+        driver.send(kind, text)
+        if not driver.wait_for(lambda: len(driver.plans) > seen, args.plan_timeout):
+            print(f'no plan within {args.plan_timeout:.0f} s', file=sys.stderr)
+            failures += 1
+            continue
+        latency_s = time.monotonic() - sent
+        for plan in driver.plans[seen:]:
+            print(_format_plan(plan, latency_s), flush=True)
+            failures += plan.get('status') == 'error'
+        print()
+
+
+def _stop_node(process: subprocess.Popen[bytes]) -> None:
+    """SIGINT the node's process group (a clean shutdown), SIGKILL it after 10 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def main() -> None:

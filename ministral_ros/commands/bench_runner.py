@@ -14,7 +14,7 @@ with no stop token. Each token's arrival is timestamped by the engine's own stre
   (optimum: every layer holds the full context; genai: ``max_length`` slots on full layers and the
   window on sliding layers) and labelled as such.
 
-One untimed warm-up generation runs first. ``python -m ministral_ros.engine.benchmark ENGINE DIR
+One untimed warm-up generation runs first. ``python -m ministral_ros.commands.bench_runner ENGINE DIR
 --contexts ... --new-tokens N --threads T`` prints one JSON object (what ``run_isolated`` reads).
 """
 from __future__ import annotations
@@ -23,15 +23,14 @@ import argparse
 import json
 import logging
 import os
+from pathlib import Path
 import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-import numpy as np
 
 from ministral_ros.engine.runtime import SPIN_LIMIT_US
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +77,8 @@ def bench_ours(model_dir: Path, contexts: list[int], new_tokens: int, threads: i
 def bench_optimum(model_dir: Path, contexts: list[int], new_tokens: int, threads: int, provider: str = 'auto',
                   spin_wait: bool = True) -> dict:
     import onnxruntime
-    import torch
     from optimum.onnxruntime import ORTModelForCausalLM
+    import torch
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model_dir)
@@ -189,7 +188,7 @@ RUNNERS = {'ours': bench_ours, 'optimum': bench_optimum, 'genai': bench_genai}
 def run_isolated(engine: str, model_dir: Path, contexts: list[int], new_tokens: int, threads: int,
                  provider: str = 'auto', timeout_s: float = 1800, spin_wait: bool = True) -> dict:
     """Run one engine's bench in a fresh Python process (so its peak RSS is its own)."""
-    command = [sys.executable, '-m', 'ministral_ros.engine.benchmark', engine, str(model_dir),
+    command = [sys.executable, '-m', 'ministral_ros.commands.bench_runner', engine, str(model_dir),
                '--contexts', ','.join(map(str, contexts)), '--new-tokens', str(new_tokens),
                '--threads', str(threads), '--provider', provider, '--spin-wait' if spin_wait else '--no-spin-wait']
     logger.info('benchmarking %s on %s ...', engine, model_dir)
@@ -208,7 +207,7 @@ def run_isolated(engine: str, model_dir: Path, contexts: list[int], new_tokens: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m ministral_ros.engine.benchmark')
+    parser = argparse.ArgumentParser(prog='python -m ministral_ros.commands.bench_runner')
     parser.add_argument('engine', choices=ENGINES)
     parser.add_argument('model_dir', type=Path)
     parser.add_argument('--contexts', default=','.join(map(str, DEFAULT_CONTEXTS)))

@@ -11,13 +11,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from ministral_ros.speech.transcript import InputError
+
 _REPLACEMENT_CHAR = '\ufffd'
 _CONTROL = re.compile('[\x00-\x08\x0b-\x1f\x7f-\x9f]')
 _SPACE = re.compile(r'\s+')
-
-
-class InputError(ValueError):
-    """Input the node refuses; the message is published in the plan's ``error`` field."""
 
 
 def clean_text(text: str, max_chars: int) -> tuple[str, int]:

@@ -1,11 +1,12 @@
 """``ministral_speech_node``: microphone (or WAV file) -> VAD -> recogniser -> transcript topic.
 
 Publishes std_msgs/String on ``transcript_topic`` (default ``/ministral/transcript``, the main
-node's ``~/transcript``) following the convention of ``ministral_ros.transcript_filter``: a JSON
+node's ``~/transcript``) following the convention of ``ministral_ros.speech.transcript``: a JSON
 object ``{"text", "final", "confidence"}`` (plus ``utterance``, ``start_s``, ``end_s`` for
 tracing); partial results (``"final": false``) stream while the user speaks, the main node plans
 only finals. Diagnostics (input level, overruns, utterances, real-time factor, device state) go to
-``/diagnostics`` every ``diagnostics_period_s``.
+``/diagnostics`` every ``diagnostics_period_s`` (built with ``ministral_ros.node.diagnostics``, as
+the main node's).
 
 Every setting of ``config/speech.yaml`` is also a ROS parameter of the same dotted name (e.g.
 ``input``, ``vad.threshold``, ``recognizer.backend``); ``config_file`` picks another YAML file.
@@ -19,21 +20,21 @@ work lives in ``ministral_ros.speech``; this module is only the ROS shell.
 from __future__ import annotations
 
 from collections.abc import Sequence
-import json
 import logging
 import sys
 import threading
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from ministral_ros.node.diagnostics import build_status, diagnostic_array, ERROR, GrowthWatch, OK, WARN
 from ministral_ros.speech.audio import AudioFormatError
 from ministral_ros.speech.backends import create_recognizer, create_segmenter
 from ministral_ros.speech.capture import open_source
-from ministral_ros.speech.config import build_config, flatten, load_tree, SpeechConfig
-from ministral_ros.speech.config import SpeechConfigError
+from ministral_ros.speech.config import build_config, flatten, load_tree, SpeechConfig, SpeechConfigError
 from ministral_ros.speech.grammar import GrammarError
 from ministral_ros.speech.pipeline import SpeechPipeline, SpeechService, TranscriptEvent
 from ministral_ros.speech.recognizer import RecognizerError
+from ministral_ros.speech.transcript import transcript_payload
 from ministral_ros.speech.vad import VadModelError
 from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
@@ -50,18 +51,10 @@ STARTUP_ERRORS = (SpeechConfigError, RecognizerError, VadModelError, GrammarErro
                   AudioFormatError, ValueError)
 
 
-def transcript_payload(event: TranscriptEvent) -> str:
-    """The message text for one transcript event (see ``transcript_filter.parse_transcript``)."""
-    return json.dumps({'text': event.text, 'final': event.final,
-                       'confidence': round(float(event.confidence), 4),
-                       'utterance': event.utterance, 'start_s': round(event.start_s, 3),
-                       'end_s': round(event.end_s, 3)}, ensure_ascii=False)
-
-
 class SpeechNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        self._reported_overruns = 0
+        self._overruns = GrowthWatch()
         config_file = self.declare_parameter('config_file', '').value
         self.declare_parameter('transcript_topic', DEFAULT_TRANSCRIPT_TOPIC)
         self.declare_parameter('diagnostics_period_s', 1.0)
@@ -134,39 +127,32 @@ class SpeechNode(Node):
             'level_dbfs': f'{stats.level_dbfs:.1f}',
             'peak_level_dbfs': f'{stats.take_peak():.1f}',
             'speech_probability': f'{stats.speech_probability:.2f}',
-            'overruns': str(overruns),
-            'utterances': str(stats.utterances),
-            'discarded': str(stats.discarded),
+            'overruns': overruns,
+            'utterances': stats.utterances,
+            'discarded': stats.discarded,
             'audio_s': f'{stats.audio_s:.1f}',
             'realtime_factor': f'{stats.realtime_factor:.3f}',
             'vad_realtime_factor': f'{stats.vad_realtime_factor:.4f}',
             'recognizer_realtime_factor': f'{stats.recognizer_realtime_factor:.4f}',
             'last_decode_ms': f'{stats.last_decode_s * 1000:.0f}',
-            'device_failures': str(self.service.failures),
+            'device_failures': self.service.failures,
             'last_error': self.service.last_error,
         }
-        status = DiagnosticStatus(name=f'{self.get_name()}: audio input',
-                                  hardware_id=self.config.input.describe())
         if self.service.connected:
-            status.level, status.message = DiagnosticStatus.OK, 'capturing'
-            if overruns > self._reported_overruns:
-                status.level = DiagnosticStatus.WARN
-                status.message = (f'{overruns - self._reported_overruns} audio blocks lost '
-                                  f'(overruns) since the last report')
-            self._reported_overruns = overruns
+            lost = self._overruns.grown(overruns)
+            level, message = OK, 'capturing'
+            if lost:
+                level, message = WARN, f'{lost} audio blocks lost (overruns) since the last report'
         elif self.service.finished.is_set() and not self.service.last_error:
-            status.level, status.message = DiagnosticStatus.OK, 'end of input file'
+            level, message = OK, 'end of input file'
         else:
-            status.level = DiagnosticStatus.ERROR
-            status.message = self.service.last_error or 'audio input not open yet'
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        return status
+            level, message = ERROR, self.service.last_error or 'audio input not open yet'
+        return build_status(f'{self.get_name()}: audio input', self.config.input.describe(), level,
+                            message, values)
 
     def _publish_diagnostics(self) -> None:
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [self.diagnostic_status()]
-        self._diagnostics.publish(array)
+        self._diagnostics.publish(diagnostic_array(self.get_clock().now().to_msg(),
+                                                   self.diagnostic_status()))
 
     def destroy_node(self) -> None:
         self.service.stop()

@@ -11,8 +11,10 @@ Contract with the node (which owns the ROS side):
 - A request whose generation was cancelled never yields actions, even when the backend finished a
   plan in the same instant: once the robot was told to stop, no late plan may move it. The backend
   is then told to ``retract`` the turn it recorded, so the conversation never claims those calls.
-- ``cancel_all(reason, first=...)`` runs ``first`` (the stop path publishes its stop plan there)
+- ``cancel_all(cancellation, first=...)`` runs ``first`` (the stop path publishes its stop plan there)
   before any cancelled plan, including the running request's, is published.
+- Every cancellation carries a typed ``CancelReason`` beside its message (``cancellation``): the
+  worker decides timeouts, statuses and statistics from the reason, never from the wording.
 - Action results and history resets are applied on the worker thread, before the next request.
 - The backend is used from the worker thread only (plan, report_result, reset_history,
   retract), so it needs no locking of its own.
@@ -36,9 +38,10 @@ import logging
 import threading
 import time
 
+from ministral_ros.node.cancellation import Cancellation, CancelReason, DROPPED_SHUTTING_DOWN, UNSPECIFIED
+from ministral_ros.node.request_queue import RequestQueue
 from ministral_ros.planning.backend import PlanBackend, PlanRequest
 from ministral_ros.planning.plan import ActionResult, Plan, PlanStatus
-from ministral_ros.request_queue import RequestQueue
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +69,22 @@ class WorkerStats:
         return sum(self.latencies_s) / len(self.latencies_s) if self.latencies_s else 0.0
 
 
+@dataclass(frozen=True)
+class _Generated:
+    """What the backend gave for one request, before cancellation is looked at."""
+
+    plan: Plan
+    tokens: int
+    elapsed_s: float
+
+
 PlanCallback = Callable[[Plan, QueuedRequest], None]
 
 
-def cancelled_plan(item: QueuedRequest, reason: str) -> Plan:
+def cancelled_plan(item: QueuedRequest, cancellation: Cancellation) -> Plan:
     req = item.request
     return Plan(request_id=req.request_id, source_text=req.text, source=req.source,
-                status=PlanStatus.CANCELLED, error=reason)
+                status=PlanStatus.CANCELLED, error=cancellation.message)
 
 
 class PlanWorker:
@@ -88,7 +100,7 @@ class PlanWorker:
         self._publish_gate = threading.Lock()  # orders cancel_all's plans before the worker's
         self._current: QueuedRequest | None = None
         self._current_cancel: threading.Event | None = None
-        self._cancel_reason = ''
+        self._cancellation: Cancellation | None = None  # why the current request was cancelled
         self._results: deque[ActionResult] = deque(maxlen=256)
         self._reset_requested = False
         self._closing = False
@@ -111,21 +123,17 @@ class PlanWorker:
             self.stats.submitted += 1
 
         def preempt_running() -> None:  # under the queue's lock, before ``item`` can be taken
-            self._cancel_current(f'preempted by request {request.request_id} '
-                                 '(overflow_policy=preempt)')
+            self._cancel_current(Cancellation.preempting(request.request_id))
 
         outcome = self._queue.push(item, on_preempt=preempt_running)
         if not outcome.accepted:
-            self._drop(item, 'dropped: the request queue is full (queue_size, '
-                             'overflow_policy=drop_newest)' if not self._closing
-                       else 'dropped: the node is shutting down')
+            self._drop(item, DROPPED_SHUTTING_DOWN if self._closing
+                       else Cancellation.queue_full('drop_newest'))
         for old in outcome.dropped:
-            reason = (f'dropped: preempted by request {request.request_id}' if outcome.preempt
-                      else 'dropped: the request queue is full (queue_size, '
-                           'overflow_policy=drop_oldest)')
-            self._drop(old, reason)
+            self._drop(old, Cancellation.dropped_by_preemption(request.request_id) if outcome.preempt
+                       else Cancellation.queue_full('drop_oldest'))
 
-    def cancel_all(self, reason: str, first: Callable[[], None] | None = None) -> int:
+    def cancel_all(self, cancellation: Cancellation, first: Callable[[], None] | None = None) -> int:
         """Cancel the running generation and everything queued; returns how many requests.
         ``first`` runs once everything is cancelled but before the cancelled plans are published
         (the stop path publishes its stop plan there, ahead of the cancellations)."""
@@ -133,14 +141,14 @@ class PlanWorker:
 
         def cancel_running() -> None:  # under the queue's lock: nothing is taken in between
             nonlocal running
-            running = self._cancel_current(reason)
+            running = self._cancel_current(cancellation)
 
         with self._publish_gate:  # the worker cannot publish the running request's plan first
             waiting = self._queue.clear(then=cancel_running)
             if first is not None:
                 first()
             for item in waiting:
-                self._publish(cancelled_plan(item, reason), item)
+                self._publish(cancelled_plan(item, cancellation), item)
         with self._lock:
             self.stats.cancelled += len(waiting)
         return len(waiting) + int(running)
@@ -160,7 +168,7 @@ class PlanWorker:
 
     def set_limits(self, queue_size: int, overflow_policy: str, timeout_s: float) -> None:
         for item in self._queue.configure(queue_size, overflow_policy):
-            self._drop(item, f'dropped: queue_size reduced to {queue_size}')
+            self._drop(item, Cancellation.queue_shrunk(queue_size))
         self._timeout_s = timeout_s
 
     def queue_depth(self) -> int:
@@ -170,15 +178,21 @@ class PlanWorker:
         with self._lock:
             return self._current.request.request_id if self._current else ''
 
-    def close(self, reason: str, join_timeout_s: float = 5.0) -> bool:
+    def stats_snapshot(self) -> WorkerStats:
+        """A consistent copy of the statistics (taken under the lock)."""
+        with self._lock:
+            return replace(self.stats, latencies_s=deque(self.stats.latencies_s,
+                                                         maxlen=self.stats.latencies_s.maxlen))
+
+    def close(self, cancellation: Cancellation, join_timeout_s: float = 5.0) -> bool:
         """Cancel everything (each request answered with a cancelled plan) and stop the thread.
         Returns False if the backend did not return within ``join_timeout_s``."""
         self._closing = True
         for item in self._queue.close():
-            self._publish(cancelled_plan(item, reason), item)
+            self._publish(cancelled_plan(item, cancellation), item)
             with self._lock:
                 self.stats.cancelled += 1
-        self._cancel_current(reason)
+        self._cancel_current(cancellation)
         if self._thread.is_alive():
             self._thread.join(join_timeout_s)
         return not self._thread.is_alive()
@@ -190,24 +204,23 @@ class PlanWorker:
         except Exception:  # a publishing failure must not kill the worker or a callback
             logger.exception('publishing plan %s failed', plan.request_id)
 
-    def _drop(self, item: QueuedRequest, reason: str) -> None:
+    def _drop(self, item: QueuedRequest, cancellation: Cancellation) -> None:
         with self._lock:
             self.stats.dropped += 1
-        self._publish(cancelled_plan(item, reason), item)
+        self._publish(cancelled_plan(item, cancellation), item)
 
-    def _cancel_current(self, reason: str) -> bool:
+    def _cancel_current(self, cancellation: Cancellation) -> bool:
         with self._lock:
             if self._current_cancel is None or self._current_cancel.is_set():
                 return False
-            self._cancel_reason = reason
+            self._cancellation = cancellation
             self._current_cancel.set()
             return True
 
     def _timeout(self, cancel: threading.Event, timeout_s: float) -> None:
         with self._lock:
             if cancel is self._current_cancel and not cancel.is_set():
-                self._cancel_reason = (f'timed out after {timeout_s:g} s (parameter '
-                                       'request_timeout_s)')
+                self._cancellation = Cancellation.timeout(timeout_s)
                 cancel.set()
 
     def _apply_pending(self) -> None:
@@ -231,7 +244,7 @@ class PlanWorker:
     def _take(self, item: QueuedRequest, cancel: threading.Event) -> None:
         """Record ``item`` as current; runs under the queue's lock as it leaves the queue."""
         with self._lock:
-            self._current, self._current_cancel, self._cancel_reason = item, cancel, ''
+            self._current, self._current_cancel, self._cancellation = item, cancel, None
 
     def _loop(self) -> None:
         while not self._closing:
@@ -260,6 +273,23 @@ class PlanWorker:
         except Exception:  # answer the request all the same
             logger.exception('applying action results before request %s failed',
                              item.request.request_id)
+        generated = self._generate(item, cancel)
+        # From "no longer current" through the publish, hold the gate: a stop either finds this
+        # request current (and cancels it) or waits until its plan is out, ahead of the stop plan.
+        with self._publish_gate:
+            with self._lock:
+                cancellation = self._cancellation
+                self._current, self._current_cancel = None, None
+            # No longer current: neither a stop nor the timer can set ``cancel`` any more.
+            if cancel.is_set():
+                plan = self._cancelled(item, generated.plan, cancellation or UNSPECIFIED)
+            else:
+                plan, cancellation = generated.plan, None
+            self._publish(self._record(item, plan, generated, cancellation), item)
+        self._on_busy('')
+
+    def _generate(self, item: QueuedRequest, cancel: threading.Event) -> _Generated:
+        """Run the backend on ``item`` under the request timeout; never raises."""
         timeout_s = self._timeout_s
         timer = None
         if timeout_s > 0:
@@ -275,7 +305,7 @@ class PlanWorker:
         started = time.monotonic()
         try:
             if cancel.is_set():  # cancelled while results were applied: do not generate
-                plan = cancelled_plan(item, 'cancelled')
+                plan = cancelled_plan(item, self._cancellation or UNSPECIFIED)
             else:
                 plan = self._backend.plan(item.request, cancel, count_token)
         except Exception as exc:
@@ -286,37 +316,37 @@ class PlanWorker:
         finally:
             if timer is not None:
                 timer.cancel()
-        elapsed = time.monotonic() - started
-        # From "no longer current" through the publish, hold the gate: a stop either finds this
-        # request current (and cancels it) or waits until its plan is out, ahead of the stop plan.
-        with self._publish_gate:
-            with self._lock:
-                reason = self._cancel_reason
-                self._current, self._current_cancel = None, None
-            if cancel.is_set():
-                timed_out = reason.startswith('timed out')
-                if plan.status not in (PlanStatus.CANCELLED, PlanStatus.ERROR):
-                    self._retract(item.request.request_id)
-                plan = replace(plan,
-                               status=PlanStatus.ERROR if timed_out else PlanStatus.CANCELLED,
-                               actions=(), error=reason or plan.error or 'cancelled')
-            tokens_per_s = float(plan.stats.get('tokens_per_s', 0.0)) or (
-                tokens / elapsed if tokens and elapsed > 0 else 0.0)
-            latency_s = time.monotonic() - item.received_s
-            with self._lock:
-                self.stats.planned += 1
-                self.stats.last_latency_s = latency_s
-                self.stats.latencies_s.append(latency_s)
-                if tokens_per_s:
-                    self.stats.last_tokens_per_s = tokens_per_s
-                if cancel.is_set() and plan.status is PlanStatus.CANCELLED:
-                    self.stats.cancelled += 1
-                if plan.status is PlanStatus.ERROR:
-                    self.stats.errors += 1
-                    self.stats.timeouts += int(reason.startswith('timed out'))
-                    self.stats.last_error = f'{plan.request_id}: {plan.error}'
-            stats = dict(plan.stats)
-            stats.setdefault('tokens_per_s', tokens_per_s)
-            stats.setdefault('generated_tokens', float(tokens))
-            self._publish(replace(plan, stats=stats), item)
-        self._on_busy('')
+        return _Generated(plan, tokens, time.monotonic() - started)
+
+    def _cancelled(self, item: QueuedRequest, plan: Plan, cancellation: Cancellation) -> Plan:
+        """The answer to a cancelled request: never actions, even when the backend finished a plan
+        in the same instant (its recorded turn is retracted)."""
+        if plan.status not in (PlanStatus.CANCELLED, PlanStatus.ERROR):
+            self._retract(item.request.request_id)
+        return replace(plan, status=cancellation.plan_status, actions=(),
+                       error=cancellation.message or plan.error or 'cancelled')
+
+    def _record(self, item: QueuedRequest, plan: Plan, generated: _Generated,
+                cancellation: Cancellation | None) -> Plan:
+        """Count the answered request in ``stats``; returns the plan with its decoding figures."""
+        elapsed, tokens = generated.elapsed_s, generated.tokens
+        tokens_per_s = float(plan.stats.get('tokens_per_s', 0.0)) or (
+            tokens / elapsed if tokens and elapsed > 0 else 0.0)
+        latency_s = time.monotonic() - item.received_s
+        with self._lock:
+            self.stats.planned += 1
+            self.stats.last_latency_s = latency_s
+            self.stats.latencies_s.append(latency_s)
+            if tokens_per_s:
+                self.stats.last_tokens_per_s = tokens_per_s
+            if cancellation is not None and plan.status is PlanStatus.CANCELLED:
+                self.stats.cancelled += 1
+            if plan.status is PlanStatus.ERROR:
+                self.stats.errors += 1
+                self.stats.timeouts += int(cancellation is not None
+                                           and cancellation.reason is CancelReason.TIMEOUT)
+                self.stats.last_error = f'{plan.request_id}: {plan.error}'
+        stats = dict(plan.stats)
+        stats.setdefault('tokens_per_s', tokens_per_s)
+        stats.setdefault('generated_tokens', float(tokens))
+        return replace(plan, stats=stats)

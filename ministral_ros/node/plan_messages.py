@@ -8,24 +8,15 @@ caller so that this module also loads where the interfaces are not built yet.
 from __future__ import annotations
 
 import json
-import secrets
-import string
 from typing import Any
 
-from ministral_ros.planning.plan import (Action, ActionOutcome, ActionResult, Plan, PlanStatus,
-                                         RequestSource)
-
-_CALL_ID_ALPHABET = string.ascii_letters + string.digits
-
-
-def new_call_id() -> str:
-    """A call id in the model's format (9 alphanumerics)."""
-    return ''.join(secrets.choice(_CALL_ID_ALPHABET) for _ in range(9))
+from ministral_ros.chat.prompt import generate_call_id
+from ministral_ros.planning.plan import Action, ActionOutcome, ActionResult, Plan, PlanStatus, RequestSource
 
 
 def stop_plan(request_id: str, text: str, source: RequestSource, stop_action: str) -> Plan:
     """The plan published for a stop utterance, without the model."""
-    actions = ((Action(name=stop_action, arguments={}, call_id=new_call_id()),) if stop_action
+    actions = ((Action(name=stop_action, arguments={}, call_id=generate_call_id()),) if stop_action
                else ())
     return Plan(request_id=request_id, source_text=text, source=source, status=PlanStatus.STOPPED,
                 actions=actions, reply='Stopping.')

@@ -1,6 +1,9 @@
-"""The README's main job, run the way the README runs it: ``python -m ministral_ros.demo_node``
-starts ``ministral_node`` in its own process on the embedded demo model and talks to it only over
-topics (real DDS on loopback)."""
+"""The README's main job, run the way the README runs it: ``python -m ministral_ros.demo_model.demo_driver_node``.
+
+The demo driver is the scripted robot, not the model: it starts ``ministral_node`` in its own
+process (which loads the embedded demo model) and talks to it only over topics (real DDS on
+loopback), sending ``DEMO_COMMANDS`` as typed commands and speech transcripts.
+"""
 from __future__ import annotations
 
 import os
@@ -8,12 +11,12 @@ import re
 import subprocess
 import sys
 
-from ministral_ros.demo_node import DEMO_COMMANDS
+from ministral_ros.demo_model.demo_driver_node import DEMO_COMMANDS
 
 
-def test_demo_gets_one_plan_per_scripted_request_from_the_node_process() -> None:
+def test_driver_gets_one_plan_per_scripted_request_from_the_node_process() -> None:
     env = dict(os.environ, PYTHONUNBUFFERED='1')
-    done = subprocess.run([sys.executable, '-m', 'ministral_ros.demo_node', '--no-interactive',
+    done = subprocess.run([sys.executable, '-m', 'ministral_ros.demo_model.demo_driver_node', '--no-interactive',
                            '--plan-timeout', '60'],
                           env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=300)

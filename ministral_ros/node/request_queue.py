@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import threading
 from typing import Generic, TypeVar
 
-from ministral_ros.node_params import OVERFLOW_POLICIES
+from ministral_ros.node.params import OVERFLOW_POLICIES
 
 T = TypeVar('T')
 

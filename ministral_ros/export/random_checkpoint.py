@@ -11,11 +11,11 @@ window for every layer (``window=None``: no window at all).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import json
 import logging
-import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
+import shutil
 
 logger = logging.getLogger(__name__)
 

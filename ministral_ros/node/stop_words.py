@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 import re
 
+from ministral_ros.speech.transcript import strip_wake_word
+
 _FILLERS = frozenset({
     'please', 'now', 'right', 'immediately', 'robot', 'hey', 'ok', 'okay', 'all', 'everything',
     'it', 'that', 'this', 'the', 'robots', 'you', 'just', 'oh', 'no', 'and', 'go', 'sir',
@@ -33,10 +35,8 @@ class StopDetector:
         self._phrases = sorted(parsed, key=len, reverse=True)
 
     def is_stop(self, text: str, wake_word: str = '') -> bool:
-        words = _words(text)
-        wake = _words(wake_word)
-        if wake and words[:len(wake)] == wake:
-            words = words[len(wake):]
+        after_wake = strip_wake_word(text, wake_word)
+        words = _words(text if after_wake is None else after_wake)
         matched = False
         i = 0
         while i < len(words):

@@ -1,0 +1,389 @@
+"""The ``ministral`` lifecycle node: commands and transcripts in, typed action plans out.
+
+The node only wires ROS to rclpy-free parts: ``InputGate`` decides what to do with each input
+(refuse, ignore, stop, submit) and ``RequestRouter`` acts on it, ``PlanWorker`` plans on its own
+thread, ``ModelSlot`` holds the loaded model, ``planner_status`` builds ``~/status`` and
+``/diagnostics``, ``params`` holds the parameter table.
+
+Lifecycle: configure loads the model (``backend_factory.create_backend``) and starts the plan
+worker; activate starts handling input; deactivate cancels what is running or queued; cleanup and
+shutdown release the model. The state is rclpy's lifecycle state machine's (``~/get_state``);
+status and diagnostics report it as unconfigured, inactive, active or finalized. A failed
+configure logs and reports why (``~/status``, ``/diagnostics``) and leaves the node unconfigured,
+ready for another configure. With ``autostart`` (default) the node configures and activates
+itself once spinning. Publishers are made once, in the constructor, not per configure as in
+ros2/demos' lifecycle talker: status and diagnostics must report a failed configure, and every
+request answered at deactivation (its "cancelled" plan) must still reach the subscribers.
+
+Topics (relative to the node, remappable): ``~/command``, ``~/transcript`` (std_msgs/String) and
+``~/action_result`` (ministral_ros_interfaces/ActionResult) in; ``~/plan`` (ActionPlan),
+``~/plan_json`` (std_msgs/String), ``~/status`` (std_msgs/String, JSON, latched) and
+``/diagnostics`` out; service ``~/plan_command`` (PlanCommand) for request/response use.
+
+Concurrency contract (MultiThreadedExecutor, see ``main``):
+- ``_lifecycle_group`` (the node's default, mutually exclusive group): lifecycle and parameter
+  services, autostart. Configure may take seconds (model loading); it blocks only this group.
+- ``_input_group`` (mutually exclusive): command, transcript and action-result subscriptions. These
+  callbacks only ask the ``InputGate``, publish refusals and stop plans and hand work to the
+  ``PlanWorker``; they never wait for the model, so a stop utterance is answered while a
+  generation runs or the model loads.
+- ``_service_group`` (reentrant): ``~/plan_command``; its handler is a coroutine that awaits the
+  plan without holding an executor thread.
+- ``_timer_group`` (mutually exclusive): diagnostics.
+- The ``PlanWorker`` thread runs the backend and publishes plans (rclpy publishers are
+  thread-safe). The ``RequestRouter`` makes "is the node active?" and the hand-over to the worker
+  one step against deactivation and release; ``_lock`` guards the waiting service calls; counters
+  are thread-safe (``PlannerHealth``); the gate and its settings are replaced, never mutated.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from ministral_ros.node.backend_factory import BackendError, create_backend, stop_action_problem
+from ministral_ros.node.callback_guards import guard_subscription, guard_timer
+from ministral_ros.node.cancellation import Cancellation, CLEANED_UP, DEACTIVATED, LIFECYCLE_ERROR, SHUTTING_DOWN
+from ministral_ros.node.diagnostics import diagnostic_array
+from ministral_ros.node.input_gate import echo, InputGate
+from ministral_ros.node.model_slot import BackendFactory, ModelSlot
+from ministral_ros.node.param_descriptors import declared_default, descriptor_for
+from ministral_ros.node.params import NodeSettings, PARAMS, PARAMS_BY_NAME, read_only_message
+from ministral_ros.node.plan_messages import plan_to_json, plan_to_msg
+from ministral_ros.node.plan_worker import PlanWorker, QueuedRequest
+from ministral_ros.node.planner_status import NodeView, PlannerCounter, PlannerHealth, primary_state, status_payload
+from ministral_ros.node.request_router import new_request_id, RequestRouter
+from ministral_ros.planning.plan import Plan, PlanStatus, RequestSource
+from rcl_interfaces.msg import SetParametersResult
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import InvalidParameterTypeException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+try:
+    from ministral_ros_interfaces import msg as interface_msgs
+    from ministral_ros_interfaces.srv import PlanCommand
+except ImportError as _exc:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        f'ministral_ros_interfaces is not importable ({_exc}): build it with '
+        'tools/build_interfaces.sh (pip/venv set-up) or colcon (README, "Install on a robot")'
+    ) from _exc
+
+NODE_NAME = 'ministral'
+
+
+class MinistralNode(LifecycleNode):
+    """The node (see the module docstring). ``backend_factory`` builds the planner on configure;
+    tests pass a test double, the console script the real ``create_backend``."""
+
+    #: How long a release (cleanup, shutdown, error) waits for a cancelled generation to return.
+    close_timeout_s = 5.0
+
+    def __init__(self, node_name: str = NODE_NAME, *,
+                 backend_factory: BackendFactory = create_backend, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._model = ModelSlot(backend_factory, self.get_logger())
+        self._lock = threading.Lock()  # waiting service calls
+        self._configure_error = ''
+        self._waiting_calls: dict[str, Future] = {}
+        self._health = PlannerHealth()
+        self._declare_parameters()
+        self._create_interfaces()
+        self._publish_status()
+
+    def _declare_parameters(self) -> None:
+        for spec in PARAMS:
+            self.declare_parameter(spec.name, declared_default(spec), descriptor_for(spec))
+        try:
+            settings, self._settings_error = NodeSettings.from_values(self._parameter_values()), ''
+        except ValueError as exc:
+            settings, self._settings_error = NodeSettings(), str(exc)
+            self.get_logger().error(f'invalid parameters: {exc}; configure will fail until fixed')
+        self._router = RequestRouter(InputGate(settings), self._health, self._on_plan,
+                                     self.get_logger(), self.lifecycle_state)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _create_interfaces(self) -> None:
+        # Callback groups (see the concurrency contract above): rclpy puts the lifecycle and
+        # parameter services in the default group, mutually exclusive, and the autostart timer
+        # joins them; input and the diagnostics timer get exclusive groups of their own so that
+        # neither waits for a configure; the service is reentrant so that waiting calls overlap.
+        self._lifecycle_group = self.default_callback_group
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = ReentrantCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        # Topics keep up to 1000 samples in DDS so that a burst reaches the node, whose bounded
+        # queue and overflow policy then decide, and every answer reaches the subscribers.
+        inputs = reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._plan_pub = self.create_publisher(interface_msgs.ActionPlan, '~/plan', reliable)
+        self._plan_json_pub = self.create_publisher(String, '~/plan_json', reliable)
+        self._status_pub = self.create_publisher(String, '~/status', latched)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._command_topic = self.resolve_topic_name('~/command')
+        self._transcript_topic = self.resolve_topic_name('~/transcript')
+        for msg_type, topic, callback in ((String, '~/command', self._on_command),
+                                          (String, '~/transcript', self._on_transcript),
+                                          (interface_msgs.ActionResult, '~/action_result',
+                                           self._router.action_result)):
+            self.create_subscription(msg_type, topic,
+                                     guard_subscription(callback, self._health, self.get_logger()),
+                                     inputs, callback_group=self._input_group)
+        self.create_service(PlanCommand, '~/plan_command', self._on_plan_command,
+                            callback_group=self._service_group)
+        self.create_service(Trigger, '~/reset_history', self._on_reset_history,
+                            callback_group=self._service_group)
+        self.create_timer(self.settings.diagnostics_period_s,
+                          guard_timer(self._publish_diagnostics, self._health),
+                          callback_group=self._timer_group)
+        self._autostart_timer = None
+        if self.settings.autostart:
+            self._autostart_timer = self.create_timer(0.01, guard_timer(self._autostart, self._health),
+                                                      callback_group=self._lifecycle_group)
+
+    @property
+    def settings(self) -> NodeSettings:
+        return self._router.gate.settings
+
+    def lifecycle_state(self) -> str:
+        """The lifecycle state: 'unconfigured', 'inactive', 'active' or 'finalized'."""
+        # rclpy has no public accessor for a LifecycleNode's current state (rclcpp has
+        # get_current_state); the state machine is what ~/get_state answers from.
+        return primary_state(self._state_machine.current_state[1])
+
+    # ------------------------------------------------------------------ parameters
+    def _parameter_values(self) -> dict[str, Any]:
+        return {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        # Only our parameters are validated here (rclpy's own, e.g. use_sim_time, pass through).
+        changes = {p.name: p.value for p in params if p.name in PARAMS_BY_NAME}
+        if not changes:
+            return SetParametersResult(successful=True)
+        try:
+            new = NodeSettings.from_values({**self._parameter_values(), **changes})
+            for name in changes:
+                if PARAMS_BY_NAME[name].read_only:
+                    raise ValueError(read_only_message(name))
+            backend = self._model.backend
+            if 'stop_action' in changes and backend is not None:
+                problem = stop_action_problem(backend, new)
+                if problem:
+                    raise ValueError(problem)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self._router.gate, self._settings_error = InputGate(new), ''
+        worker = self._router.worker
+        if worker is not None:
+            worker.set_limits(new.queue_size, new.overflow_policy, new.request_timeout_s)
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _autostart(self) -> None:
+        if self._autostart_timer is not None:
+            self._autostart_timer.cancel()
+            self.destroy_timer(self._autostart_timer)
+            self._autostart_timer = None
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        settings = self.settings
+        started = time.monotonic()
+        try:
+            if self._settings_error:
+                raise BackendError(f'invalid parameters: {self._settings_error}')
+            backend = self._model.load(settings)
+        except Exception as exc:  # the node must stay up and reconfigurable
+            reason = str(exc) if isinstance(exc, BackendError) else f'{type(exc).__name__}: {exc}'
+            self._configure_error = reason
+            self.get_logger().error(f'configure failed: {reason}')
+            self._publish_status('unconfigured')
+            return TransitionCallbackReturn.FAILURE
+        self._configure_error = ''
+        problem = stop_action_problem(backend, settings)
+        if problem:
+            self.get_logger().warning(problem)
+        worker = PlanWorker(backend, self._on_plan, queue_size=settings.queue_size,
+                            overflow_policy=settings.overflow_policy,
+                            timeout_s=settings.request_timeout_s,
+                            on_busy=lambda _request_id: self._publish_status())
+        worker.start()
+        self._router.attach(worker)
+        self.get_logger().info(f'configured: model {settings.resolved_model_dir()} '
+                               f'({settings.execution_provider}) in '
+                               f'{time.monotonic() - started:.2f} s')
+        self._publish_status('inactive')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._publish_status('active')
+        self.get_logger().info(f'active: send commands to {self._command_topic}')
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._router.cancel_all(DEACTIVATED)
+        self._publish_status('inactive')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release(CLEANED_UP)
+        self._publish_status('unconfigured')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release(SHUTTING_DOWN)
+        self._publish_status('finalized')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release(LIFECYCLE_ERROR)
+        self._publish_status('unconfigured')
+        return TransitionCallbackReturn.SUCCESS
+
+    def release(self, cancellation: Cancellation) -> None:
+        """Stop the worker (answering every waiting request) and drop the model."""
+        self._model.release(self._router.detach(), cancellation, self.close_timeout_s)
+
+    # ------------------------------------------------------------------ input
+    def _on_command(self, msg: String) -> None:
+        self._router.text(msg.data, RequestSource.COMMAND, self._command_topic, time.monotonic())
+
+    def _on_transcript(self, msg: String) -> None:
+        self._router.transcript(msg.data, self._transcript_topic, time.monotonic())
+
+    def _on_reset_history(self, request: Any, response: Any) -> Any:
+        worker = self._router.worker
+        if worker is None:
+            response.success = False
+            response.message = ('not configured: there is no conversation history yet '
+                                '(configure the node first)')
+            return response
+        worker.reset_history()
+        response.success = True
+        response.message = ('conversation history cleared: the next request starts a new '
+                            'conversation (a request already being planned keeps its context)')
+        self.get_logger().info('conversation history reset by service call')
+        return response
+
+    async def _on_plan_command(self, request: Any, response: Any) -> Any:
+        future: Future = Future()
+        request_id = new_request_id()
+        with self._lock:
+            self._waiting_calls[request_id] = future
+        handled = self._router.text(request.text, RequestSource.COMMAND,
+                                    self.resolve_service_name('~/plan_command'), time.monotonic(),
+                                    request_id=request_id)
+        if not handled:
+            with self._lock:
+                self._waiting_calls.pop(request_id, None)
+            response.plan = interface_msgs.ActionPlan(
+                request_id=request_id, source=RequestSource.COMMAND.value, status='error',
+                source_text=echo(request.text),
+                error=f'the node is {self.lifecycle_state()}, not active: activate it first')
+            response.plan.header.stamp = self.get_clock().now().to_msg()
+            return response
+        response.plan = await future
+        return response
+
+    # ------------------------------------------------------------------ output
+    def _on_plan(self, plan: Plan, item: QueuedRequest) -> None:
+        """Publish one plan (called from the worker thread and from input callbacks)."""
+        if not self.context.ok():  # shutting down after Ctrl-C: nobody is listening any more
+            return
+        latency_s = time.monotonic() - item.received_s
+        msg = plan_to_msg(plan, item.request.source_topic, latency_s, interface_msgs)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._plan_pub.publish(msg)
+        self._plan_json_pub.publish(String(data=plan_to_json(plan, item.request.source_topic,
+                                                             latency_s)))
+        self._health.count(PlannerCounter.PLANS_PUBLISHED)
+        with self._lock:
+            future = self._waiting_calls.pop(plan.request_id, None)
+        if future is not None and not future.done():
+            future.set_result(msg)
+            executor = self.executor
+            if executor is not None:
+                executor.wake()
+        if plan.status is PlanStatus.ERROR:
+            self.get_logger().warning(f'request {plan.request_id} on {item.request.source_topic}: '
+                                      f'{plan.error}')
+
+    def _view(self, state: str = '') -> NodeView:
+        backend = self._model.backend
+        return NodeView(node_name=self.get_fully_qualified_name(),
+                        state=state or self.lifecycle_state(), settings=self.settings,
+                        configure_error=self._configure_error,
+                        active_provider=backend.provider if backend is not None else '',
+                        worker=self._router.worker)
+
+    def status_dict(self) -> dict[str, Any]:
+        return status_payload(self._view())
+
+    def _publish_status(self, ends_in: str = '') -> None:
+        """Publish ``~/status``; a transition's callback passes the state it ``ends_in`` (rclpy
+        completes the transition only once the callback has returned)."""
+        if not self.context.ok():
+            return
+        self._status_pub.publish(String(data=json.dumps(status_payload(self._view(ends_in)))))
+
+    def diagnostics_values(self) -> dict[str, str]:
+        """Every figure in /diagnostics, as strings (also used by tests)."""
+        return self._health.values(self._view())
+
+    def _publish_diagnostics(self) -> None:
+        view = self._view()
+        status = self._health.status(view, self._health.values(view))
+        self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), status))
+        self._publish_status()
+
+
+def main(args: list[str] | None = None) -> int:
+    """``ministral_node`` / ``ros2 run ministral_ros ministral_node``. Exits 0 on Ctrl-C/SIGTERM,
+    1 when the node cannot be created (e.g. a parameter of the wrong type)."""
+    logging.basicConfig(level=logging.INFO, format='[%(levelname)s] [%(name)s]: %(message)s')
+    rclpy.init(args=args)
+    try:
+        return _run()
+    except KeyboardInterrupt:
+        # rclpy's signal handler shuts the context down (spin ends) and Python then raises
+        # KeyboardInterrupt wherever the main thread is, possibly in the middle of the clean-up.
+        return 0
+    finally:
+        rclpy.try_shutdown()
+
+
+def _run() -> int:
+    try:
+        node = MinistralNode()
+    except Exception as exc:
+        hint = (' (write double parameters with a decimal point, e.g. temperature:=0.0)'
+                if isinstance(exc, InvalidParameterTypeException) else '')
+        logging.getLogger('ministral_node').error(f'cannot start the node: {exc}{hint}')
+        return 1
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.release(SHUTTING_DOWN)
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
