@@ -100,13 +100,24 @@ def test_layer_windows_for_ministral_8b_hub_config_are_ragged():
         resolve_layer_windows(hub, 'full,dense')
 
 
+def test_ministral_8b_hub_config_with_a_32k_context_keeps_its_window():
+    """The hub config's max_position_embeddings equals its sliding_window (32768); the real model's
+    sliding layers still see 32k tokens (found exporting the full shape: the window was taken for
+    'no window' and the ragged pattern refused)."""
+    hub = {'model_type': 'mistral', 'num_hidden_layers': 36, 'hidden_size': 4096, 'vocab_size': 131072,
+           'sliding_window': 32768, 'max_position_embeddings': 32768}
+    assert resolve_layer_windows(hub)[0] == [None, 32768, 32768, 32768] * 9
+    assert resolve_layer_windows(hub, 'config')[0] == [None] * 36  # as written: a window as long as the context
+
+
 def test_external_data_export_loads_and_is_verified(good, tmp_path, monkeypatch):
-    """Past protobuf's 2 GB the weights go to model.onnx_data (forced here with a zero threshold)."""
+    """Past protobuf's 2 GB the traced export puts the weights in model.onnx_data (forced here with a zero
+    threshold; the streamed export always does)."""
     from ministral_ros.engine import GenerationConfig
     import ministral_ros.export.exporter as exporter
     monkeypatch.setattr(exporter, 'PROTOBUF_LIMIT', 0)
     out = tmp_path / 'external'
-    manifest = export_model(good['src'], out)
+    manifest = export_model(good['src'], out, method='traced')
     assert 'model.onnx_data' in manifest.files
     assert (out / 'model.onnx_data').stat().st_size > (out / 'model.onnx').stat().st_size
     reference = Engine.load(good['fp32'], 'cpu').generate([1, 2, 3], GenerationConfig(max_new_tokens=5)).token_ids

@@ -1,4 +1,4 @@
-"""``ministral-ros export SRC OUT``: Hugging Face checkpoint folder -> engine model folder."""
+"""``ministral-ros export SRC OUT``: checkpoint folder (Hugging Face or Mistral layout) -> engine model folder."""
 from __future__ import annotations
 
 import argparse
@@ -9,8 +9,8 @@ HELP = 'export a Mistral/Ministral checkpoint folder to an ONNX model folder (fp
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('src', help='Hugging Face checkpoint folder '
-                                    '(config.json, *.safetensors, tokenizer.json or tekken.json)')
+    parser.add_argument('src', help='checkpoint folder: Hugging Face (config.json, *.safetensors, tokenizer.json or '
+                                    'tekken.json) or Mistral (consolidated.safetensors, params.json, tekken.json)')
     parser.add_argument('out', help='model folder to create')
     parser.add_argument('--precision', choices=('fp32', 'fp16', 'int8', 'int4'), default='fp32',
                         help='weights: fp32, fp16 (half weights and KV cache), int8 (dynamic), int4 (MatMulNBits)')
@@ -22,7 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="attention graph: 'gqa' (onnxruntime's fused GroupQueryAttention, KV written in place; "
                              "the fast one) or 'bias' (standard ONNX ops only, for runtimes without the "
                              'com.microsoft contrib ops)')
-    parser.add_argument('--opset', type=int, default=17, help='ONNX opset (default 17)')
+    parser.add_argument('--method', choices=('auto', 'streamed', 'traced'), default='auto',
+                        help="'streamed' builds the graph directly and copies weights one tensor at a time (never "
+                             "holds the model; gqa only); 'traced' traces the loaded model through optimum (needs "
+                             "about 3x the weights in RAM); 'auto' (default): streamed for gqa, traced for bias")
+    parser.add_argument('--opset', type=int, default=17, help='ONNX opset of the traced export (default 17)')
     parser.add_argument('--overwrite', action='store_true', help='replace OUT if it exists')
 
 
@@ -30,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from ministral_ros.export.exporter import export_model, ExportError
     try:
         manifest = export_model(args.src, args.out, args.precision, layer_pattern=args.layer_pattern,
-                                opset=args.opset, overwrite=args.overwrite, attention=args.attention)
+                                opset=args.opset, overwrite=args.overwrite, attention=args.attention,
+                                method=args.method)
     except ExportError as error:
         raise CommandError(str(error)) from error
     windows = ','.join('full' if w is None else str(w) for w in manifest.architecture.layer_windows)

@@ -9,10 +9,13 @@ API summary::
 
     write_random_checkpoint(src, CheckpointShape(layers=4, window=16), tokenizer_json=None, seed=0)
     export_model(src, out, precision='fp32')          # 'fp32' | 'fp16' | 'int8' | 'int4'; -> Manifest
+    export_model(src, out, 'int4', method='traced')   # 'auto' (streamed for gqa) | 'streamed' | 'traced'
 
-``ExportError``: a bad source checkpoint or bad options. Modules: exporter (the export pipeline
-through optimum), onnx_configs (optimum ``OnnxConfig`` classes, one per attention layout, with their
-dummy-input generators), step_graph (the exported graphs, in torch), random_checkpoint, peers.
+``ExportError``: a bad source checkpoint or bad options. Modules: streaming_export (the default:
+the gqa graph built directly, weights streamed tensor by tensor; checkpoint_reader, graph_builder,
+weight_writer, quantized_matmul), exporter (the traced export through optimum), onnx_configs
+(optimum ``OnnxConfig`` classes, one per attention layout, with their dummy-input generators),
+step_graph (the exported graphs, in torch), random_checkpoint, peers.
 """
 from ministral_ros.export.exporter import export_model, ExportError
 from ministral_ros.export.random_checkpoint import CheckpointShape, write_random_checkpoint

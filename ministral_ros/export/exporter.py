@@ -1,6 +1,13 @@
 """Export a Mistral/Ministral Hugging Face checkpoint folder to an engine model folder.
 
-Pipeline (each step logs progress and its duration):
+Two methods (``export_model(method=...)``, ``ministral-ros export --method``): the default for the
+``gqa`` graph is the STREAMED export (streaming_export.py), which builds the graph directly and copies
+the weights tensor by tensor, so it never holds the model (peak RSS under 1 GiB for Ministral 8B's
+shape); it also reads Mistral's own ``consolidated.safetensors`` layout. The TRACED export below loads
+the model with transformers and traces it through optimum; it builds the ``bias`` graph, and the
+``gqa`` graph with ``method='traced'`` (the reference the streamed export is tested against).
+
+Traced pipeline (each step logs progress and its duration):
 
 1. read ``config.json`` and decide every layer's window (see ``resolve_layer_windows``: the hub
    config of Ministral-8B-Instruct-2410 declares a uniform 32k window, which is not the model's real
@@ -84,6 +91,9 @@ def resolve_layer_windows(config: dict, layer_pattern: str = 'auto') -> tuple[li
         window = None  # a window as long as the context is no window
     layer_types = config.get('layer_types')
     if layer_pattern == 'auto' and layer_types is None and _is_ministral_8b_2410(config):
+        # Its hub config says max_position_embeddings 32768 = sliding_window, but the model's context
+        # is 128k and its sliding layers really do see 32k tokens: keep the window.
+        window = int(config['sliding_window'])
         pattern: tuple[str, ...] | None = MINISTRAL_8B_PATTERN
         origin = ('Ministral-8B-Instruct-2410 detected: its hub config declares one uniform window, the real model '
                   'is ragged (1 full + 3 sliding, repeated); applying that pattern (--layer-pattern config keeps '
@@ -162,6 +172,14 @@ def _read_source_config(src: Path) -> dict:
     if not path.is_file():
         raise ExportError(f'{path} is missing: SRC must be a Hugging Face checkpoint folder '
                           '(config.json + *.safetensors + tokenizer)')
+    config = read_hf_config(path)
+    if not list(src.glob('*.safetensors')) and not list(src.glob('*.bin')):
+        raise ExportError(f'{src} holds no weights (*.safetensors or *.bin)')
+    return config
+
+
+def read_hf_config(path: Path) -> dict:
+    """A checkpoint's ``config.json``, checked for what both export methods need."""
     try:
         config = json.loads(path.read_text(encoding='utf-8'))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -173,12 +191,11 @@ def _read_source_config(src: Path) -> dict:
     for key in ('hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size', 'vocab_size'):
         if not isinstance(config.get(key), int) or config[key] < 1:
             raise ExportError(f'{path}: {key} must be a positive integer, got {config.get(key)!r}')
-    if not list(src.glob('*.safetensors')) and not list(src.glob('*.bin')):
-        raise ExportError(f'{src} holds no weights (*.safetensors or *.bin)')
     return config
 
 
-def _copy_tokenizer(src: Path, out: Path) -> str | None:
+def copy_tokenizer(src: Path, out: Path) -> str | None:
+    """``tokenizer.json`` into ``out`` (copied, or converted from ``tekken.json``); its name, or None."""
     if (src / 'tokenizer.json').is_file():
         shutil.copyfile(src / 'tokenizer.json', out / 'tokenizer.json')
         return 'tokenizer.json'
@@ -223,18 +240,30 @@ def _quantize(fp32_graph: Path, precision: str, work: Path):
     return quantizer.model.model
 
 
+EXPORT_METHODS = ('auto', 'streamed', 'traced')
+
+
 def export_model(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp32', *,
                  layer_pattern: str = 'auto', opset: int = DEFAULT_OPSET, overwrite: bool = False,
-                 attention: str = DEFAULT_ATTENTION) -> Manifest:
-    """Export ``src_dir`` (HF checkpoint) to ``out_dir`` (engine model folder); see the module docstring.
+                 attention: str = DEFAULT_ATTENTION, method: str = 'auto') -> Manifest:
+    """Export ``src_dir`` (checkpoint folder) to ``out_dir`` (engine model folder); see the module docstring.
     ``attention``: ``gqa`` (onnxruntime's fused GroupQueryAttention, KV written in place; see
     gqa_cache.py) or ``bias`` (standard ONNX ops, per-layer past lengths and a ring for sliding
-    layers; see kv_cache.py)."""
+    layers; see kv_cache.py). ``method``: ``streamed`` (streaming_export.py: never holds the model;
+    ``gqa`` only, and the only one that reads Mistral's own layout), ``traced`` (this module: the model
+    traced through optimum) or ``auto`` (streamed for ``gqa``, traced for ``bias``)."""
     src, out = Path(src_dir), Path(out_dir)
     if precision not in PRECISIONS:
         raise ExportError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
     if attention not in ATTENTION_KINDS:
         raise ExportError(f'attention must be one of {", ".join(ATTENTION_KINDS)}, got {attention!r}')
+    if method not in EXPORT_METHODS:
+        raise ExportError(f'method must be one of {", ".join(EXPORT_METHODS)}, got {method!r}')
+    if method == 'streamed' and attention != 'gqa':
+        raise ExportError('the streamed export builds the gqa graph only: use --attention gqa, or --method traced')
+    if method != 'traced' and attention == 'gqa':
+        from ministral_ros.export.streaming_export import export_streaming
+        return export_streaming(src, out, precision, layer_pattern=layer_pattern, overwrite=overwrite)
     config = _read_source_config(src)
     windows, origin = resolve_layer_windows(config, layer_pattern)
     logger.info('%s', origin)
@@ -285,16 +314,16 @@ def _export_into(src: Path, out: Path, work: Path, config: dict, windows: list[i
         if (src / name).is_file():
             shutil.copyfile(src / name, out / name)
             files.append(name)
-    tokenizer = _copy_tokenizer(src, out)
+    tokenizer = copy_tokenizer(src, out)
     if tokenizer:
         files.append(tokenizer)
     manifest = Manifest(
-        architecture=_architecture(config, windows), precision=precision, graph_file=GRAPH_FILE,
+        architecture=architecture_for(config, windows), precision=precision, graph_file=GRAPH_FILE,
         kv_dtype='float16' if precision == 'fp16' else 'float32', inputs=tuple(input_names),
         outputs=tuple(output_names), bias_groups=tuple(window_groups(windows)),
         layer_groups=tuple(window_groups(windows).index(group_name(w)) for w in windows), attention=attention,
-        files={}, versions=_versions(), source={'path': str(src.resolve()), 'layer_windows_origin': origin,
-                                                'opset': opset})
+        files={}, versions=package_versions(),
+        source={'path': str(src.resolve()), 'layer_windows_origin': origin, 'opset': opset})
     with _step('checksumming the model folder'):
         manifest = replace(manifest, files=describe_files(out, files))
     (out / MANIFEST_NAME).write_text(manifest.to_json() + '\n', encoding='utf-8')
@@ -302,7 +331,8 @@ def _export_into(src: Path, out: Path, work: Path, config: dict, windows: list[i
     return manifest
 
 
-def _architecture(config: dict, windows: list[int | None]) -> Architecture:
+def architecture_for(config: dict, windows: list[int | None]) -> Architecture:
+    """The manifest's architecture of a checkpoint config with the resolved layer windows."""
     heads = int(config['num_attention_heads'])
     eos = config.get('eos_token_id')
     return Architecture(
@@ -316,10 +346,14 @@ def _architecture(config: dict, windows: list[int | None]) -> Architecture:
         eos_token_id=eos[0] if isinstance(eos, list) else eos)
 
 
-def _versions() -> dict[str, str]:
+TRACED_PACKAGES = ('ministral_ros', 'torch', 'transformers', 'optimum', 'optimum-onnx', 'onnx', 'onnxruntime')
+
+
+def package_versions(packages: tuple[str, ...] = TRACED_PACKAGES) -> dict[str, str]:
+    """Installed versions of ``packages`` (for the manifest; missing ones are left out)."""
     import importlib.metadata as metadata
     versions = {}
-    for package in ('ministral_ros', 'torch', 'transformers', 'optimum', 'optimum-onnx', 'onnx', 'onnxruntime'):
+    for package in packages:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -1,0 +1,110 @@
+"""Export a checkpoint to an engine model folder WITHOUT loading or tracing the model (issue 12).
+
+``export_streaming(src, out, precision)`` writes the same model folder as ``export_model(...,
+attention='gqa')`` (exporter.py): ``model.onnx`` + ``model.onnx_data``, ``config.json``,
+``generation_config.json`` (when the source has one), ``tokenizer.json`` (copied, or converted from
+``tekken.json``) and ``manifest.json``. The pipeline:
+
+1. ``open_checkpoint`` (checkpoint_reader.py) reads the safetensors headers only, in the Hugging Face
+   layout or Mistral's consolidated one, and gives a Hugging Face style config;
+2. ``resolve_layer_windows`` (exporter.py) decides every layer's window, exactly as the traced export;
+3. ``GqaGraphBuilder`` (graph_builder.py) emits the step graph layer by layer with ``onnx.helper``;
+   each weight is read (memory-mapped, one tensor or block at a time), converted and appended to
+   ``model.onnx_data`` (weight_writer.py) as its node is emitted;
+4. the small graph proto (references only) is serialized, and the manifest written with checksums.
+
+Peak memory is one weight block plus the mapping of the tensor being read, plus the RoPE tables
+(``max_position_embeddings x head_dim`` numbers): it does not depend on the number of layers.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+import json
+import logging
+from pathlib import Path
+import shutil
+
+from ministral_ros.engine.manifest import describe_files, Manifest, MANIFEST_NAME
+from ministral_ros.export.checkpoint_reader import Checkpoint, open_checkpoint
+from ministral_ros.export.exporter import (
+    architecture_for,
+    copy_tokenizer,
+    DEFAULT_OPSET,
+    ExportError,
+    EXTERNAL_DATA_FILE,
+    GRAPH_FILE,
+    package_versions,
+    resolve_layer_windows,
+)
+from ministral_ros.export.graph_builder import GqaGraphBuilder
+from ministral_ros.export.step_graph import group_name, window_groups
+from ministral_ros.export.weight_writer import ExternalDataWriter
+
+logger = logging.getLogger(__name__)
+
+STREAMED_PRECISIONS = ('fp32', 'fp16', 'int8', 'int4')
+STREAMED_PACKAGES = ('ministral_ros', 'onnx', 'onnxruntime', 'numpy')
+
+
+def _prepare_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ExportError(f'{out} exists and is not empty; pass overwrite=True (--overwrite) or choose another '
+                              'folder')
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_side_files(checkpoint: Checkpoint, out: Path) -> list[str]:
+    """config.json (copied, or written from params.json), generation_config.json, tokenizer.json."""
+    src, files = checkpoint.src, []
+    if checkpoint.layout == 'hf':
+        shutil.copyfile(src / 'config.json', out / 'config.json')
+    else:
+        (out / 'config.json').write_text(json.dumps(checkpoint.config, indent=2) + '\n', encoding='utf-8')
+    files.append('config.json')
+    if (src / 'generation_config.json').is_file():
+        shutil.copyfile(src / 'generation_config.json', out / 'generation_config.json')
+        files.append('generation_config.json')
+    tokenizer = copy_tokenizer(src, out)
+    return files + [tokenizer] if tokenizer else files
+
+
+def _write_graph(checkpoint: Checkpoint, windows: list[int | None], precision: str,
+                 out: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """model.onnx_data (weights, streamed) and model.onnx (references only); returns the graph's I/O names."""
+    with ExternalDataWriter(out / EXTERNAL_DATA_FILE) as writer:
+        model = GqaGraphBuilder(checkpoint, windows, precision, writer).build()
+    (out / GRAPH_FILE).write_bytes(model.SerializeToString())
+    return tuple(value.name for value in model.graph.input), tuple(value.name for value in model.graph.output)
+
+
+def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp32', *,
+                     layer_pattern: str = 'auto', overwrite: bool = False) -> Manifest:
+    """Export ``src_dir`` (HF or Mistral layout) to ``out_dir`` with the ``gqa`` graph; see the module docstring."""
+    if precision not in STREAMED_PRECISIONS:
+        raise ExportError(f'precision must be one of {", ".join(STREAMED_PRECISIONS)}, got {precision!r}')
+    checkpoint = open_checkpoint(src_dir)
+    out = Path(out_dir)
+    windows, origin = resolve_layer_windows(checkpoint.config, layer_pattern)
+    logger.info('%s (%s layout); layer windows: %s', origin, checkpoint.layout,
+                ', '.join('full' if w is None else str(w) for w in windows))
+    _prepare_output(out, overwrite)
+    try:
+        graph_inputs, graph_outputs = _write_graph(checkpoint, windows, precision, out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # no half-written folder that looks like a model
+        raise
+    files = [GRAPH_FILE, EXTERNAL_DATA_FILE] + _write_side_files(checkpoint, out)
+    groups = window_groups(windows)
+    manifest = Manifest(
+        architecture=architecture_for(checkpoint.config, windows), precision=precision, graph_file=GRAPH_FILE,
+        kv_dtype='float16' if precision == 'fp16' else 'float32', inputs=graph_inputs, outputs=graph_outputs,
+        bias_groups=tuple(groups), layer_groups=tuple(groups.index(group_name(w)) for w in windows), attention='gqa',
+        files={}, versions=package_versions(STREAMED_PACKAGES),
+        source={'path': str(checkpoint.src.resolve()), 'layout': checkpoint.layout, 'layer_windows_origin': origin,
+                'opset': DEFAULT_OPSET, 'exporter': 'streaming'})
+    manifest = replace(manifest, files=describe_files(out, files))
+    (out / MANIFEST_NAME).write_text(manifest.to_json() + '\n', encoding='utf-8')
+    logger.info('model folder ready: %s (%s)', out, ', '.join(files + [MANIFEST_NAME]))
+    return manifest
