@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import shutil
 
 from engine_fixtures import build, INTERLEAVED
 from ministral_ros.engine import Engine, ModelFolderError
+from ministral_ros.engine.manifest import describe_files, Manifest, verify_model_dir
+from ministral_ros.engine.providers import engine_cache_key, tensorrt_options
 from ministral_ros.export.exporter import export_model, ExportError, resolve_layer_windows
 import pytest
 
@@ -126,3 +129,31 @@ def test_external_data_export_loads_and_is_verified(good, tmp_path, monkeypatch)
     (out / 'model.onnx_data').write_bytes(data[:-100])
     with pytest.raises(ModelFolderError, match=r'model\.onnx_data has \d+ bytes'):
         Engine.load(out)
+
+
+@pytest.mark.parametrize('name', ['../outside.json', '/tmp/outside.json', 'link.json'])
+def test_manifest_may_only_name_files_inside_the_folder(copy, tmp_path, name):
+    outside = tmp_path / 'outside.json'
+    outside.write_text('{"secret": true}', encoding='utf-8')
+    target = {'../outside.json': outside, '/tmp/outside.json': outside, 'link.json': outside}[name]
+    if name == 'link.json':
+        (copy / 'link.json').symlink_to(outside)
+    elif name.startswith('/'):
+        name = str(outside)
+    manifest = json.loads((copy / 'manifest.json').read_text(encoding='utf-8'))
+    manifest['files'][name] = describe_files(target.parent, [target.name])[target.name]
+    (copy / 'manifest.json').write_text(json.dumps(manifest), encoding='utf-8')
+    with pytest.raises(ModelFolderError, match='which is not a file inside the model folder'):
+        verify_model_dir(copy)
+
+
+def test_tensorrt_engine_cache_is_keyed_by_the_models_checksums(copy, tmp_path):
+    """No GPU needed: only the options handed to onnxruntime are checked."""
+    manifest = verify_model_dir(copy)
+    first = tensorrt_options(manifest, 256, 16, str(tmp_path / 'trt'))['trt_engine_cache_path']
+    assert first == str(tmp_path / 'trt' / engine_cache_key(manifest)) and Path(first).is_dir()
+    assert tensorrt_options(manifest, 512, 16, str(tmp_path / 'trt'))['trt_engine_cache_path'] == first
+    data = json.loads((copy / 'manifest.json').read_text(encoding='utf-8'))
+    data['files'][manifest.graph_file]['sha256'] = '0' * 64  # an in-place re-export: new weights
+    reexported = Manifest.from_dict(data)
+    assert tensorrt_options(reexported, 256, 16, str(tmp_path / 'trt'))['trt_engine_cache_path'] != first

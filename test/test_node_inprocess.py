@@ -381,7 +381,7 @@ def test_plan_command_service(rig):
 
 
 class _BrokenGate(InputGate):
-    def text(self, text, *, active):
+    def text(self, text, *, active, undecodable=''):
         raise RuntimeError('detector bug')
 
 

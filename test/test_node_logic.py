@@ -121,7 +121,7 @@ def test_clean_text():
     assert clean_text('cafe\u0301', 100)[0] == 'caf\u00e9'  # NFC
     for bad, message in [('', 'empty'), ('\x07\x08', 'only control characters'),
                          ('x' * 101, '101 characters long; the limit is 100'),
-                         ('go \ufffd', 'not valid UTF-8')]:
+                         ('go \udfff', 'lone UTF-16 surrogate')]:
         with pytest.raises(InputError, match=message):
             clean_text(bad, 100)
 
@@ -178,7 +178,7 @@ def test_gate_text_decisions():
     assert gate.text('Robot, STOP now!', active=True).verdict is Verdict.STOP
     assert gate.text('stop at the door', active=True).verdict is Verdict.SUBMIT
     for bad, message in [('', 'empty'), ('x' * 2001, 'max_input_chars'),
-                         ('go \ufffd', 'not valid UTF-8'), ('\x07\x1b', 'only control characters')]:
+                         ('go \udfff', 'lone UTF-16 surrogate'), ('\x07\x1b', 'only control characters')]:
         decision = gate.text(bad, active=True)
         assert decision.verdict is Verdict.REFUSE and message in str(decision.error), bad
     assert _gate(stop_phrases=('arrête',), wake_word='jarvis').text('Jarvis arrête', active=True).verdict \
@@ -265,7 +265,8 @@ def test_planner_diagnostics_keep_every_published_key():
     values = health.values(view)
     expected = {'received', 'rejected_input', 'ignored_inactive', 'ignored_partial',
                 'ignored_low_confidence', 'ignored_no_wake_word', 'ignored_empty', 'stops',
-                'action_results', 'bad_action_results', 'plans_published', 'callback_errors',
+                'action_results', 'bad_action_results', 'truncated_action_results', 'plans_published',
+                'callback_errors', 'publish_errors', 'lost_messages', 'lost_message_events',
                 'last_input_error', 'last_stop_latency_ms', 'state', 'model_dir',
                 'execution_provider', 'configure_error', 'max_rss_mb', 'active_provider'}
     assert set(values) == expected and values['last_input_error'] == '/command: empty'
@@ -375,7 +376,7 @@ def test_worker_timeout_results_and_reset():
         worker.submit(_request('slow 1'), time.monotonic())
         wait_until(lambda: plans, 5, 'timeout plan')
         assert plans[0].status is PlanStatus.ERROR and 'request_timeout_s' in plans[0].error
-        worker.add_result(result_from_msg('abcdefghi', 'succeeded', '{"ok": true}', ''))
+        worker.add_result(result_from_msg('abcdefghi', 'succeeded', '{"ok": true}', '')[0])
         worker.reset_history()
         worker.submit(_request('move 2', 1), time.monotonic())
         wait_until(lambda: len(plans) == 2, 5, 'second plan')
@@ -422,7 +423,8 @@ def test_stop_plan_and_action_results():
     assert plan.status is PlanStatus.STOPPED and plan.actions[0].name == 'stop'
     assert len(plan.actions[0].call_id) == 9 and plan.actions[0].call_id.isalnum()
     assert stop_plan('r9', 'stop', RequestSource.COMMAND, '').actions == ()
-    result = result_from_msg(' abc ', 'FAILED', '', 'blocked')
+    result, cut = result_from_msg(' abc ', 'FAILED', '', 'blocked')
+    assert cut == ''
     assert (result.call_id, result.outcome, result.data) == ('abc', ActionOutcome.FAILED, None)
     for args, message in [(('', 'failed', '', ''), 'empty call_id'),
                           (('a', 'maybe', '', ''), 'succeeded'),

@@ -447,8 +447,14 @@ def test_conversation_units_selection_and_reset_without_a_planner():
         calls = (Action('stop', {}, call_id),) if call_id else ()
         return Exchange(user, calls=calls, reply='' if calls else 'ok', request_id=request_id)
 
-    def render(kept):                                    # one "token" per exchange plus the request
-        return [0] * (len(kept) + 1)
+    class Render:                                         # one "token" per exchange plus the request
+        def prompt(self, kept):
+            return [0] * (len(kept) + 1)
+
+        def history(self, kept):
+            return [0] * len(kept)
+
+    render = Render()
 
     conversation = PlannerConversation(HistoryPolicy(max_exchanges=2, max_tokens=2))
     cancel = threading.Event()

@@ -383,22 +383,40 @@ def render_prompt(request: ChatRequest, tokenizer: PromptTokenizer) -> list[int]
     last_user = max(index for index, turn in enumerate(turns) if turn.role == 'user')
     tokens = [controls[BOS]]
     for index, turn in enumerate(turns):
-        if turn.role == 'user':
+        if turn.role == 'user' and index == last_user:
             text = turn.content
-            if index == last_user:
-                if request.tools:
-                    tokens += [controls[AVAILABLE_TOOLS], *tokenizer.encode(tools_json(request.tools)),
-                               controls[END_AVAILABLE_TOOLS]]
-                if system_prompt:
-                    text = system_prompt + MESSAGE_JOIN + text
+            if request.tools:
+                tokens += [controls[AVAILABLE_TOOLS], *tokenizer.encode(tools_json(request.tools)),
+                           controls[END_AVAILABLE_TOOLS]]
+            if system_prompt:
+                text = system_prompt + MESSAGE_JOIN + text
             tokens += [controls[INST], *tokenizer.encode(text), controls[END_INST]]
-        elif turn.role == 'assistant':
-            final = not (request.continue_final and index == len(turns) - 1)
-            tokens += _assistant_tokens(turn.content, turn.tool_calls, tokenizer, controls, final)
         else:
-            result = tool_result_json(turn.content, turn.tool_call_id or '')
-            tokens += [controls[TOOL_RESULTS], *tokenizer.encode(result), controls[END_TOOL_RESULTS]]
+            final = not (request.continue_final and index == len(turns) - 1)
+            tokens += _turn_tokens(turn, tokenizer, controls, final)
     return tokens
+
+
+def _turn_tokens(turn: _Turn, tokenizer: PromptTokenizer, controls: _Controls, final: bool = True) -> list[int]:
+    """A turn other than the last user message (which carries the tools and the system prompt)."""
+    if turn.role == 'user':
+        return [controls[INST], *tokenizer.encode(turn.content), controls[END_INST]]
+    if turn.role == 'assistant':
+        return _assistant_tokens(turn.content, turn.tool_calls, tokenizer, controls, final)
+    result = tool_result_json(turn.content, turn.tool_call_id or '')
+    return [controls[TOOL_RESULTS], *tokenizer.encode(result), controls[END_TOOL_RESULTS]]
+
+
+def render_history(messages: Sequence[ChatMessage], tokenizer: PromptTokenizer) -> list[int]:
+    """Token ids of earlier turns as they stand in a longer prompt, right after its ``<s>``:
+    ``render_chat([*history, *rest], ...) == [<s>, *render_history(history), *render_chat(rest, ...)[1:]]``
+    whenever ``rest`` holds the system prompt and the last user message and no turn merges across the
+    seam (``history`` ends with an assistant or tool message, ``rest`` starts with a system or user one).
+    Rendering the history piece by piece lets a caller fit it to a budget without re-rendering the
+    whole prompt for each piece it drops. Messages are validated one by one (``ChatMessage``); the
+    succession rules are the caller's business."""
+    controls = _Controls(tokenizer)
+    return [token for turn in _turns(messages) for token in _turn_tokens(turn, tokenizer, controls)]
 
 
 def render_chat(messages: Sequence[ChatMessage], tokenizer: PromptTokenizer, tools: Sequence[ToolSpec] = (),

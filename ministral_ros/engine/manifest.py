@@ -5,7 +5,8 @@ head_dim, vocab, maximum positions), each layer's attention window (``null`` = f
 precision, the graph's input/output names, the versions of the tools that produced it, and the size
 and sha256 of every file. ``verify_model_dir`` checks all of it before onnxruntime ever sees the
 graph, so a missing, truncated or corrupted file is reported by name instead of as an obscure
-protobuf/external-data error.
+protobuf/external-data error. Every file the manifest names must lie inside the model folder (no
+absolute paths, no ``..``, no link out of it): a manifest cannot make the runtime read elsewhere.
 """
 from __future__ import annotations
 
@@ -117,6 +118,14 @@ def read_manifest(folder: Path | str) -> Manifest:
     return manifest
 
 
+def _inside(root: Path, name: str) -> bool:
+    """Whether ``name`` (from the manifest) is a relative path that stays inside ``root``, links
+    resolved."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or '\x00' in name:
+        return False
+    return (root / name).resolve().is_relative_to(root)
+
+
 def verify_model_dir(folder: Path | str, *, checksums: bool = True) -> Manifest:
     """Read the manifest and check every listed file's presence, size and (optionally) sha256."""
     folder = Path(folder)
@@ -124,8 +133,12 @@ def verify_model_dir(folder: Path | str, *, checksums: bool = True) -> Manifest:
     if manifest.graph_file not in manifest.files:
         raise ModelFolderError(f'{folder / MANIFEST_NAME} does not list the graph file {manifest.graph_file}; '
                                're-export')
+    root = folder.resolve()
     for name, info in manifest.files.items():
         path = folder / name
+        if not _inside(root, name):
+            raise ModelFolderError(f'{folder / MANIFEST_NAME} lists {name!r}, which is not a file inside the model '
+                                   'folder: a manifest may only name files in its own folder; re-export the model')
         if not path.is_file():
             raise ModelFolderError(f'{path} is missing (listed in {MANIFEST_NAME}); '
                                    'copy the complete model folder again')

@@ -7,6 +7,10 @@ library fails to load), and that is what the engine reports.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 PROVIDER_CHOICES = ('auto', 'cpu', 'cuda', 'tensorrt')
 _NAMES = {'cpu': 'CPUExecutionProvider', 'cuda': 'CUDAExecutionProvider', 'tensorrt': 'TensorrtExecutionProvider'}
 
@@ -73,7 +77,8 @@ def tensorrt_options(manifest, max_context: int, chunk: int, cache_dir: str) -> 
     """TensorRT needs explicit shape profiles for our graph, or it would rebuild its engine for each
     new shape. The profile spans S in [1, chunk] new tokens; for the bias graph each layer's past in
     [0, its cache capacity] (see kv_cache.py); for the gqa graph the fixed buffers (gqa_cache.py).
-    Engines are cached in ``cache_dir`` so only the first load pays the build. Still unexercised on
+    Engines are cached in ``cache_dir``, in a sub-folder per model keyed by its files' checksums
+    (``engine_cache_key``), so only the first load pays the build. Still unexercised on
     hardware: the GPU machine lent so far (H200, onnxruntime-gpu 1.31.1) had no TensorRT libraries,
     and ``auto`` fell back to CUDA there as intended; benchmarks/gpu_bench.sh checks it where
     libnvinfer is installed."""
@@ -107,7 +112,17 @@ def tensorrt_options(manifest, max_context: int, chunk: int, cache_dir: str) -> 
     return _trt_options(shapes, cache_dir, manifest)
 
 
+def engine_cache_key(manifest) -> str:
+    """The TensorRT engine cache's sub-folder for one model: a digest of every file's sha256 in the
+    manifest, so an in-place re-export (same path, new weights) never reuses a stale engine."""
+    listed = sorted((name, str(info.get('sha256', ''))) for name, info in manifest.files.items())
+    return hashlib.sha256(json.dumps(listed).encode('utf-8')).hexdigest()[:16]
+
+
 def _trt_options(shapes: dict[str, list[str]], cache_dir: str, manifest) -> dict[str, str]:
+    model_cache = Path(cache_dir) / engine_cache_key(manifest)
+    model_cache.mkdir(parents=True, exist_ok=True)
     return {'trt_profile_min_shapes': ','.join(shapes['min']), 'trt_profile_opt_shapes': ','.join(shapes['opt']),
             'trt_profile_max_shapes': ','.join(shapes['max']), 'trt_engine_cache_enable': 'True',
-            'trt_engine_cache_path': cache_dir, 'trt_fp16_enable': 'True' if manifest.precision == 'fp16' else 'False'}
+            'trt_engine_cache_path': str(model_cache),
+            'trt_fp16_enable': 'True' if manifest.precision == 'fp16' else 'False'}

@@ -3,7 +3,8 @@
 The node calls ``create_backend`` on configure, in the lifecycle callback; everything slow (loading
 the ONNX model, warming the prompt prefix) happens here. Any failure is raised as ``BackendError``
 with a message that names the problem and its fix; the node reports it and stays unconfigured.
-``stop_action_problem`` checks a loaded backend against the ``stop_action`` parameter.
+``stop_action_problem`` checks a loaded backend against the ``stop_action`` parameter,
+``max_new_tokens_problem`` against ``max_new_tokens`` (it must leave room for a prompt).
 """
 from __future__ import annotations
 
@@ -40,6 +41,18 @@ def stop_action_problem(backend: PlanBackend, settings: NodeSettings) -> str:
     return (f'stop_action "{settings.stop_action}" is not in the action vocabulary '
             f'({", ".join(vocabulary.names)}): set the parameter stop_action to the robot\'s stop '
             'action (or "" for stop plans without actions)')
+
+
+def max_new_tokens_problem(backend: PlanBackend, settings: NodeSettings) -> str:
+    """Why ``settings.max_new_tokens`` cannot fit the loaded model's context ('' when it can, or
+    when the backend does not say how much room it has)."""
+    limit_of = getattr(backend, 'max_new_tokens_limit', None)
+    limit = limit_of() if callable(limit_of) else None
+    if limit is None or settings.max_new_tokens <= limit:
+        return ''
+    return (f"max_new_tokens {settings.max_new_tokens} does not fit the model's context: the "
+            f'shortest prompt leaves room for {max(limit, 0)} generated tokens; set the parameter '
+            f'max_new_tokens to at most {max(limit, 0)} (history takes more room still)')
 
 
 def create_backend(settings: NodeSettings) -> PlanBackend:

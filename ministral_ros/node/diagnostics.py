@@ -13,6 +13,7 @@ import threading
 from typing import Generic, TypeVar
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from ministral_ros.node.input_text import publishable
 
 E = TypeVar('E', bound=Enum)
 
@@ -58,9 +59,11 @@ class GrowthWatch:
 
 def build_status(name: str, hardware_id: str, level: bytes, message: str,
                  values: Mapping[str, object]) -> DiagnosticStatus:
-    """A DiagnosticStatus whose key/values are ``values`` as strings, in their order."""
-    status = DiagnosticStatus(name=name, hardware_id=hardware_id, level=level, message=message)
-    status.values = [KeyValue(key=key, value=str(value)) for key, value in values.items()]
+    """A DiagnosticStatus whose key/values are ``values`` as strings, in their order (lone
+    surrogates, e.g. from a refused input's text, become U+FFFD so that publishing cannot fail)."""
+    status = DiagnosticStatus(name=publishable(name), hardware_id=publishable(hardware_id),
+                              level=level, message=publishable(message))
+    status.values = [KeyValue(key=key, value=publishable(str(value))) for key, value in values.items()]
     return status
 
 

@@ -17,6 +17,10 @@ Worked example (defaults, wake word "hey robot", node active):
 ``{"text": "go", "final": false}`` -> IGNORE (PARTIAL); the command ``"\\x07"`` -> REFUSE ("only
 control characters").
 
+Text with a lone surrogate (``{"text": "go \\udfff"}``) or bytes that are not UTF-8 is refused,
+except that an utterance that is a stop once the surrogates (or the undecodable bytes) are taken out
+is a STOP (doubt resolves towards stopping): its published text never carries surrogates.
+
 A gate is immutable: the node builds a new one when its parameters change.
 """
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from ministral_ros.node.input_text import clean_text
+from ministral_ros.node.input_text import clean_text, publishable, surrogate_problem, without_surrogates
 from ministral_ros.node.params import NodeSettings
 from ministral_ros.node.stop_words import StopDetector
 from ministral_ros.speech.transcript import InputError, judge_transcript, parse_transcript, TranscriptVerdict
@@ -68,7 +72,8 @@ class Decision:
 
 def echo(text: str) -> str:
     """The part of a refused input echoed back in its error plan (a 1 MB input is not)."""
-    return text if len(text) <= SOURCE_TEXT_ECHO_CHARS else text[:SOURCE_TEXT_ECHO_CHARS] + '…'
+    short = text if len(text) <= SOURCE_TEXT_ECHO_CHARS else text[:SOURCE_TEXT_ECHO_CHARS] + '…'
+    return publishable(short)
 
 
 class InputGate:
@@ -76,8 +81,9 @@ class InputGate:
         self.settings = settings
         self._stop_detector = StopDetector(settings.stop_phrases)
 
-    def transcript(self, data: str) -> Decision:
-        """Step 1 (module docstring): REFUSE, IGNORE or ACCEPT one ``~/transcript`` message."""
+    def transcript(self, data: str, undecodable: str = '') -> Decision:
+        """Step 1 (module docstring): REFUSE, IGNORE or ACCEPT one ``~/transcript`` message;
+        ``undecodable`` says why its bytes were not UTF-8 (see ``input_text``)."""
         settings = self.settings
         envelope_limit = 2 * settings.max_input_chars + TRANSCRIPT_ENVELOPE_CHARS
         if len(data) > envelope_limit:
@@ -89,18 +95,26 @@ class InputGate:
             return Decision(Verdict.REFUSE, error=exc)
         if transcript.final and self.is_stop(transcript.text):
             return Decision(Verdict.ACCEPT, text=transcript.text)
+        if undecodable:
+            return _refuse(undecodable)
         verdict, text = judge_transcript(transcript, settings.min_confidence, settings.wake_word)
         if verdict is not TranscriptVerdict.ACCEPT:
             return Decision(Verdict.IGNORE, ignored=_IGNORED_TRANSCRIPTS[verdict])
         return Decision(Verdict.ACCEPT, text=text)
 
-    def text(self, text: str, *, active: bool) -> Decision:
-        """Step 2 (module docstring): IGNORE, REFUSE, STOP or SUBMIT a command's text."""
+    def text(self, text: str, *, active: bool, undecodable: str = '') -> Decision:
+        """Step 2 (module docstring): IGNORE, REFUSE, STOP or SUBMIT a command's text;
+        ``undecodable`` says why its bytes were not UTF-8 (refused unless it is a stop)."""
         if not active:
             return Decision(Verdict.IGNORE, ignored=IgnoreReason.INACTIVE)
         try:
             cleaned, removed = clean_text(text, self.settings.max_input_chars)
+            if undecodable and not self._stop_detector.is_stop(cleaned, self.settings.wake_word):
+                raise InputError(undecodable)
         except InputError as exc:
+            stop_text = self._stop_despite_surrogates(text)
+            if stop_text:
+                return Decision(Verdict.STOP, text=stop_text)
             return Decision(Verdict.REFUSE, error=exc)
         verdict = (Verdict.STOP if self._stop_detector.is_stop(cleaned, self.settings.wake_word)
                    else Verdict.SUBMIT)
@@ -111,8 +125,19 @@ class InputGate:
         try:
             cleaned, _ = clean_text(text, self.settings.max_input_chars)
         except InputError:
-            return False
+            return bool(self._stop_despite_surrogates(text))
         return self._stop_detector.is_stop(cleaned, self.settings.wake_word)
+
+    def _stop_despite_surrogates(self, text: str) -> str:
+        """The cleaned text of an input refused only for lone surrogates that is a stop once they
+        are taken out; '' otherwise."""
+        if not surrogate_problem(text):
+            return ''
+        try:
+            cleaned, _ = clean_text(without_surrogates(text), self.settings.max_input_chars)
+        except InputError:
+            return ''
+        return cleaned if self._stop_detector.is_stop(cleaned, self.settings.wake_word) else ''
 
 
 def _refuse(message: str) -> Decision:

@@ -20,7 +20,7 @@ Topics (relative to the node, remappable): ``~/command``, ``~/transcript`` (std_
 ``~/plan_json`` (std_msgs/String), ``~/status`` (std_msgs/String, JSON, latched) and
 ``/diagnostics`` out; service ``~/plan_command`` (PlanCommand) for request/response use.
 
-Concurrency contract (MultiThreadedExecutor, see ``main``):
+Concurrency contract (MultiThreadedExecutor, see ``spin_node.run_node``):
 - ``_lifecycle_group`` (the node's default, mutually exclusive group): lifecycle and parameter
   services, autostart. Configure may take seconds (model loading); it blocks only this group.
 - ``_input_group`` (mutually exclusive): command, transcript and action-result subscriptions. These
@@ -39,17 +39,26 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
-from ministral_ros.node.backend_factory import BackendError, create_backend, stop_action_problem
-from ministral_ros.node.callback_guards import guard_subscription, guard_timer
+from ministral_ros.node.backend_factory import (
+    BackendError,
+    create_backend,
+    max_new_tokens_problem,
+    stop_action_problem,
+)
+from ministral_ros.node.callback_guards import guard_timer
 from ministral_ros.node.cancellation import Cancellation, CLEANED_UP, DEACTIVATED, LIFECYCLE_ERROR, SHUTTING_DOWN
 from ministral_ros.node.diagnostics import diagnostic_array
 from ministral_ros.node.input_gate import echo, InputGate
+from ministral_ros.node.input_subscriptions_node import string_data, subscribe_input
+from ministral_ros.node.memory_release import fastdds_dynamic_memory, LargeInputs, limit_heap_growth
+from ministral_ros.node.message_gaps import SequenceGaps
 from ministral_ros.node.model_slot import BackendFactory, ModelSlot
 from ministral_ros.node.param_descriptors import declared_default, descriptor_for
 from ministral_ros.node.params import NodeSettings, PARAMS, PARAMS_BY_NAME, read_only_message
@@ -57,12 +66,10 @@ from ministral_ros.node.plan_messages import plan_to_json, plan_to_msg
 from ministral_ros.node.plan_worker import PlanWorker, QueuedRequest
 from ministral_ros.node.planner_status import NodeView, PlannerCounter, PlannerHealth, primary_state, status_payload
 from ministral_ros.node.request_router import new_request_id, RequestRouter
+from ministral_ros.node.spin_node import run_node
 from ministral_ros.planning.plan import Plan, PlanStatus, RequestSource
 from rcl_interfaces.msg import SetParametersResult
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.exceptions import InvalidParameterTypeException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -96,6 +103,7 @@ class MinistralNode(LifecycleNode):
         self._lock = threading.Lock()  # waiting service calls
         self._configure_error = ''
         self._waiting_calls: dict[str, Future] = {}
+        self._calls_in_flight = 0  # ~/plan_command handlers that have not returned yet
         self._health = PlannerHealth()
         self._declare_parameters()
         self._create_interfaces()
@@ -122,8 +130,8 @@ class MinistralNode(LifecycleNode):
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
-        # Topics keep up to 1000 samples in DDS so that a burst reaches the node, whose bounded
-        # queue and overflow policy then decide, and every answer reaches the subscribers.
+        # Topics keep up to 1000 samples in DDS (a burst beyond that loses its oldest, counted as
+        # lost_messages); the node's bounded queue and overflow policy then decide.
         inputs = reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -133,13 +141,15 @@ class MinistralNode(LifecycleNode):
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._command_topic = self.resolve_topic_name('~/command')
         self._transcript_topic = self.resolve_topic_name('~/transcript')
-        for msg_type, topic, callback in ((String, '~/command', self._on_command),
-                                          (String, '~/transcript', self._on_transcript),
-                                          (interface_msgs.ActionResult, '~/action_result',
-                                           self._router.action_result)):
-            self.create_subscription(msg_type, topic,
-                                     guard_subscription(callback, self._health, self.get_logger()),
-                                     inputs, callback_group=self._input_group)
+        # Text arrives serialised (raw) so that bytes that are not UTF-8 can be told from a
+        # genuine U+FFFD (input_text.decode_string_message); lost messages are counted.
+        gaps, self._large_inputs = SequenceGaps(), LargeInputs()
+        for msg_type, topic, callback, raw in ((String, '~/command', self._on_command, True),
+                                               (String, '~/transcript', self._on_transcript, True),
+                                               (interface_msgs.ActionResult, '~/action_result',
+                                                self._router.action_result, False)):
+            subscribe_input(self, msg_type, topic, callback, inputs, self._input_group, self._health,
+                            gaps, self._large_inputs, raw=raw)
         self.create_service(PlanCommand, '~/plan_command', self._on_plan_command,
                             callback_group=self._service_group)
         self.create_service(Trigger, '~/reset_history', self._on_reset_history,
@@ -177,8 +187,9 @@ class MinistralNode(LifecycleNode):
                 if PARAMS_BY_NAME[name].read_only:
                     raise ValueError(read_only_message(name))
             backend = self._model.backend
-            if 'stop_action' in changes and backend is not None:
-                problem = stop_action_problem(backend, new)
+            if backend is not None:
+                problem = ((stop_action_problem(backend, new) if 'stop_action' in changes else '')
+                           or max_new_tokens_problem(backend, new))
                 if problem:
                     raise ValueError(problem)
         except ValueError as exc:
@@ -205,6 +216,10 @@ class MinistralNode(LifecycleNode):
             if self._settings_error:
                 raise BackendError(f'invalid parameters: {self._settings_error}')
             backend = self._model.load(settings)
+            too_long = max_new_tokens_problem(backend, settings)
+            if too_long:
+                self._model.release(None, CLEANED_UP, self.close_timeout_s)
+                raise BackendError(too_long)
         except Exception as exc:  # the node must stay up and reconfigurable
             reason = str(exc) if isinstance(exc, BackendError) else f'{type(exc).__name__}: {exc}'
             self._configure_error = reason
@@ -252,16 +267,29 @@ class MinistralNode(LifecycleNode):
         self._publish_status('unconfigured')
         return TransitionCallbackReturn.SUCCESS
 
+    def answer_pending(self, executor: Any, timeout_s: float = 1.0) -> None:
+        """Before a shutdown: release the model, which publishes "cancelled" for every pending
+        request, then spin ``executor`` until the waiting service calls have sent their answers."""
+        self.release(SHUTTING_DOWN)
+        deadline = time.monotonic() + timeout_s
+        while self._calls_in_flight and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.02)
+
     def release(self, cancellation: Cancellation) -> None:
         """Stop the worker (answering every waiting request) and drop the model."""
         self._model.release(self._router.detach(), cancellation, self.close_timeout_s)
 
     # ------------------------------------------------------------------ input
-    def _on_command(self, msg: String) -> None:
-        self._router.text(msg.data, RequestSource.COMMAND, self._command_topic, time.monotonic())
+    def _on_command(self, raw: bytes) -> None:
+        received = time.monotonic()
+        text, undecodable = string_data(raw)
+        self._router.text(text, RequestSource.COMMAND, self._command_topic, received,
+                          undecodable=undecodable)
 
-    def _on_transcript(self, msg: String) -> None:
-        self._router.transcript(msg.data, self._transcript_topic, time.monotonic())
+    def _on_transcript(self, raw: bytes) -> None:
+        received = time.monotonic()
+        data, undecodable = string_data(raw)
+        self._router.transcript(data, self._transcript_topic, received, undecodable)
 
     def _on_reset_history(self, request: Any, response: Any) -> Any:
         worker = self._router.worker
@@ -278,6 +306,15 @@ class MinistralNode(LifecycleNode):
         return response
 
     async def _on_plan_command(self, request: Any, response: Any) -> Any:
+        with self._lock:
+            self._calls_in_flight += 1
+        try:
+            return await self._plan_command(request, response)
+        finally:
+            with self._lock:
+                self._calls_in_flight -= 1
+
+    async def _plan_command(self, request: Any, response: Any) -> Any:
         future: Future = Future()
         request_id = new_request_id()
         with self._lock:
@@ -305,10 +342,12 @@ class MinistralNode(LifecycleNode):
         latency_s = time.monotonic() - item.received_s
         msg = plan_to_msg(plan, item.request.source_topic, latency_s, interface_msgs)
         msg.header.stamp = self.get_clock().now().to_msg()
-        self._plan_pub.publish(msg)
-        self._plan_json_pub.publish(String(data=plan_to_json(plan, item.request.source_topic,
-                                                             latency_s)))
-        self._health.count(PlannerCounter.PLANS_PUBLISHED)
+        # Each publish on its own: one that fails (logged, counted) never suppresses the other,
+        # the waiting service call, or the plans published after this one.
+        published = self._try_publish(self._plan_pub, msg, plan.request_id)
+        json_msg = String(data=plan_to_json(plan, item.request.source_topic, latency_s))
+        if self._try_publish(self._plan_json_pub, json_msg, plan.request_id) and published:
+            self._health.count(PlannerCounter.PLANS_PUBLISHED)
         with self._lock:
             future = self._waiting_calls.pop(plan.request_id, None)
         if future is not None and not future.done():
@@ -319,6 +358,16 @@ class MinistralNode(LifecycleNode):
         if plan.status is PlanStatus.ERROR:
             self.get_logger().warning(f'request {plan.request_id} on {item.request.source_topic}: '
                                       f'{plan.error}')
+
+    def _try_publish(self, publisher: Any, msg: Any, request_id: str) -> bool:
+        try:
+            publisher.publish(msg)
+        except Exception as exc:
+            self._health.count(PlannerCounter.PUBLISH_ERRORS)
+            self.get_logger().error(f'publishing plan {request_id} on {publisher.topic_name} '
+                                    f'failed: {type(exc).__name__}: {exc}')
+            return False
+        return True
 
     def _view(self, state: str = '') -> NodeView:
         backend = self._model.backend
@@ -343,46 +392,24 @@ class MinistralNode(LifecycleNode):
         return self._health.values(self._view())
 
     def _publish_diagnostics(self) -> None:
+        self._large_inputs.release_if_seen()  # off the input path (memory_release)
         view = self._view()
         status = self._health.status(view, self._health.values(view))
         self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), status))
         self._publish_status()
 
 
-def main(args: list[str] | None = None) -> int:
+def main(args: list[str] | None = None, *, backend_factory: BackendFactory = create_backend) -> int:
     """``ministral_node`` / ``ros2 run ministral_ros ministral_node``. Exits 0 on Ctrl-C/SIGTERM,
-    1 when the node cannot be created (e.g. a parameter of the wrong type)."""
+    1 when the node cannot be created (e.g. a parameter of the wrong type). On SIGINT/SIGTERM every
+    pending request gets its "cancelled" plan and waiting ``~/plan_command`` calls their answer
+    before the context goes down (``spin_node``)."""
     logging.basicConfig(level=logging.INFO, format='[%(levelname)s] [%(name)s]: %(message)s')
-    rclpy.init(args=args)
-    try:
-        return _run()
-    except KeyboardInterrupt:
-        # rclpy's signal handler shuts the context down (spin ends) and Python then raises
-        # KeyboardInterrupt wherever the main thread is, possibly in the middle of the clean-up.
-        return 0
-    finally:
-        rclpy.try_shutdown()
-
-
-def _run() -> int:
-    try:
-        node = MinistralNode()
-    except Exception as exc:
-        hint = (' (write double parameters with a decimal point, e.g. temperature:=0.0)'
-                if isinstance(exc, InvalidParameterTypeException) else '')
-        logging.getLogger('ministral_node').error(f'cannot start the node: {exc}{hint}')
-        return 1
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.release(SHUTTING_DOWN)
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-    return 0
+    limit_heap_growth()  # large refused inputs must not keep the process larger (memory_release)
+    os.environ.update(fastdds_dynamic_memory(os.environ))
+    return run_node(args, lambda: MinistralNode(backend_factory=backend_factory),
+                    lambda node, executor: node.answer_pending(executor),
+                    lambda node: node.release(SHUTTING_DOWN), 'ministral_node')
 
 
 if __name__ == '__main__':

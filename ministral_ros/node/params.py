@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ministral_ros.engine.generation import GenerationConfig
+from ministral_ros.node.stop_words import StopDetector
 from ministral_ros.share_paths import shared_path
 
 # The embedded demo model, used when ``model_dir`` is empty: the folder that
@@ -31,6 +32,11 @@ DEFAULT_STOP_PHRASES = (
     'stop moving', 'stop now', 'cancel that', 'stop everything', 'hold on', 'wait',
 )
 _SPEC = 'ministral_param'  # the dataclass field metadata key holding a field's ParamSpec
+# Bounds on what is matched against every utterance on the stop path (a 1 MB wake word made each
+# stop take 60-120 ms).
+MAX_WAKE_WORD_CHARS = 100
+MAX_STOP_PHRASE_CHARS = 100
+MAX_STOP_PHRASES = 100
 
 
 @dataclass(frozen=True)
@@ -100,8 +106,14 @@ class NodeSettings:
         '', 'System prompt sent with every request. Empty: the built-in robot prompt.',
         '"" = built-in robot prompt', read_only=True)
     history_turns: int = _param(
-        8, 'Conversation exchanges (request, plan, action results) kept as context.',
+        8, 'Conversation exchanges (request, plan, action results) kept as context; the history '
+        'is also bounded to 2048 tokens and 64 KiB of text (the oldest exchanges go first).',
         'conversation exchanges kept as context', read_only=True, low=0, high=64)
+    max_result_bytes: int = _param(
+        16384, 'Largest action result (`data_json`, and `message` apart) put in the conversation, '
+        'in UTF-8 bytes: larger data is replaced by a marker saying how large it was (the outcome '
+        'is kept), a longer message is cut; counted as truncated_action_results.',
+        'larger action-result data is replaced by a marker', low=256, high=1_000_000)
     allow_reply: bool = _param(
         True, 'Let the model answer in plain text or ask a question; false forces at least one '
         'action per request.', 'false: every plan must contain at least one action', read_only=True)
@@ -141,7 +153,9 @@ class NodeSettings:
         'e.g. "hey robot": transcripts must start with it')
     stop_phrases: tuple[str, ...] = _param(
         DEFAULT_STOP_PHRASES, 'Utterances that stop the robot without the model: generation is '
-        'cancelled, the queue cleared and a "stopped" plan published at once.',
+        'cancelled, the queue cleared and a "stopped" plan published at once. Each phrase needs a '
+        f'word (letters or digits) and at most {MAX_STOP_PHRASE_CHARS} characters; at most '
+        f'{MAX_STOP_PHRASES} phrases; a list without a phrase is refused.',
         'utterances that stop the robot without the model')
     stop_action: str = _param(
         'stop', 'Action put in the stop plan (empty: a stop plan without actions). It must be in '
@@ -156,8 +170,7 @@ class NodeSettings:
             value = getattr(self, spec.name)
             _check_type(spec, value)
             _check_limits(spec, value)
-        if any(not phrase.strip() for phrase in self.stop_phrases):
-            raise ValueError('parameter stop_phrases contains an empty phrase: remove it')
+        _check_stop_words(self.stop_phrases, self.wake_word)
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> NodeSettings:
@@ -213,6 +226,28 @@ def _check_limits(spec: ParamSpec, value: Any) -> None:
     if spec.choices and value not in spec.choices:
         raise ValueError(f'parameter {spec.name}={value!r} is not valid: use one of '
                          f'{", ".join(spec.choices)}')
+
+
+def _check_stop_words(phrases: tuple[str, ...], wake_word: str) -> None:
+    """Refuse stop phrases that could never stop the robot, and sizes that slow the stop path."""
+    if len(wake_word) > MAX_WAKE_WORD_CHARS:
+        raise ValueError(f'parameter wake_word is {len(wake_word)} characters long: use at most '
+                         f'{MAX_WAKE_WORD_CHARS} (a short phrase such as "hey robot")')
+    if not phrases:
+        raise ValueError('parameter stop_phrases is empty: "stop" would go to the model; give at '
+                         'least one phrase, e.g. [stop, halt]')
+    if len(phrases) > MAX_STOP_PHRASES:
+        raise ValueError(f'parameter stop_phrases has {len(phrases)} phrases: use at most '
+                         f'{MAX_STOP_PHRASES}')
+    for phrase in phrases:
+        if len(phrase) > MAX_STOP_PHRASE_CHARS:
+            raise ValueError(f'parameter stop_phrases: a phrase is {len(phrase)} characters long: '
+                             f'use at most {MAX_STOP_PHRASE_CHARS}')
+        if not phrase.strip():
+            raise ValueError('parameter stop_phrases contains an empty phrase: remove it')
+        if not StopDetector((phrase,)).is_stop(phrase):
+            raise ValueError(f'parameter stop_phrases: {phrase!r} can never match (it has no word '
+                             'of letters or digits): remove it or write it in words')
 
 
 def _normalise(name: str, value: Any) -> Any:

@@ -12,7 +12,8 @@ Contract with the node (which owns the ROS side):
   plan in the same instant: once the robot was told to stop, no late plan may move it. The backend
   is then told to ``retract`` the turn it recorded, so the conversation never claims those calls.
 - ``cancel_all(cancellation, first=...)`` runs ``first`` (the stop path publishes its stop plan there)
-  before any cancelled plan, including the running request's, is published.
+  before any cancelled plan, including the running request's, is published; a ``first`` that
+  raises is logged and the cancelled plans still go out (one failed publish never silences others).
 - Every cancellation carries a typed ``CancelReason`` beside its message (``cancellation``): the
   worker decides timeouts, statuses and statistics from the reason, never from the wording.
 - Action results and history resets are applied on the worker thread, before the next request.
@@ -146,7 +147,10 @@ class PlanWorker:
         with self._publish_gate:  # the worker cannot publish the running request's plan first
             waiting = self._queue.clear(then=cancel_running)
             if first is not None:
-                first()
+                try:
+                    first()
+                except Exception:  # the cancelled plans go out all the same
+                    logger.exception('the first step of a cancellation failed')
             for item in waiting:
                 self._publish(cancelled_plan(item, cancellation), item)
         with self._lock:

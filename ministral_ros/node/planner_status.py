@@ -33,8 +33,12 @@ class PlannerCounter(Enum):
     STOPS = 'stops'
     ACTION_RESULTS = 'action_results'
     BAD_ACTION_RESULTS = 'bad_action_results'
+    TRUNCATED_ACTION_RESULTS = 'truncated_action_results'
     PLANS_PUBLISHED = 'plans_published'
     CALLBACK_ERRORS = 'callback_errors'
+    PUBLISH_ERRORS = 'publish_errors'
+    LOST_MESSAGES = 'lost_messages'              # gaps in publishers' sequence numbers (message_gaps)
+    LOST_MESSAGE_EVENTS = 'lost_message_events'  # the middleware's own "message lost" reports
 
 
 IGNORED_COUNTERS: dict[IgnoreReason, PlannerCounter] = {
@@ -125,12 +129,14 @@ class PlannerHealth:
         dropped, refused or failed since the previous report, OK (the state) otherwise."""
         problems = sum(int(values.get(key, 0)) for key in (
             'errors', 'dropped', PlannerCounter.REJECTED_INPUT.value,
-            PlannerCounter.BAD_ACTION_RESULTS.value, PlannerCounter.CALLBACK_ERRORS.value))
+            PlannerCounter.BAD_ACTION_RESULTS.value, PlannerCounter.CALLBACK_ERRORS.value,
+            PlannerCounter.PUBLISH_ERRORS.value, PlannerCounter.LOST_MESSAGES.value,
+            PlannerCounter.LOST_MESSAGE_EVENTS.value))
         grew = self._problems.grown(problems) > 0
         if view.configure_error:
             level, message = ERROR, f'configure failed: {view.configure_error}'
         elif grew:
-            level, message = WARN, 'requests dropped, refused or failed since the last report'
+            level, message = WARN, 'requests dropped, lost, refused or failed since the last report'
         else:
             level, message = OK, view.state
         return build_status(f'{view.node_name}: language planner', values['model_dir'], level,

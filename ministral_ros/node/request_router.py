@@ -74,9 +74,9 @@ class RequestRouter:
             if self._worker is not None:
                 self._worker.cancel_all(cancellation)
 
-    def transcript(self, data: str, topic: str, received: float) -> None:
-        """One ``~/transcript`` message."""
-        decision = self.gate.transcript(data)
+    def transcript(self, data: str, topic: str, received: float, undecodable: str = '') -> None:
+        """One ``~/transcript`` message (``undecodable``: why its bytes were not UTF-8)."""
+        decision = self.gate.transcript(data, undecodable)
         if decision.verdict is Verdict.REFUSE:
             self._refuse(data, RequestSource.TRANSCRIPT, topic, received, decision)
         elif decision.verdict is Verdict.IGNORE:
@@ -85,13 +85,14 @@ class RequestRouter:
             self.text(decision.text, RequestSource.TRANSCRIPT, topic, received)
 
     def text(self, text: str, source: RequestSource, topic: str, received: float,
-             request_id: str = '') -> str:
+             request_id: str = '', undecodable: str = '') -> str:
         """Stop, queue or refuse one request as the gate decides; returns its id (empty if
-        ignored because the node is not active)."""
+        ignored because the node is not active). ``undecodable``: why its bytes were not UTF-8."""
         with self._activity_lock:
             self._health.count(PlannerCounter.RECEIVED)
             gate, worker, state = self.gate, self._worker, self._state()
-            decision = gate.text(text, active=worker is not None and state == 'active')
+            decision = gate.text(text, active=worker is not None and state == 'active',
+                                 undecodable=undecodable)
             if decision.verdict is Verdict.IGNORE or worker is None:
                 self._health.count(PlannerCounter.IGNORED_INACTIVE)
                 self._logger.warning(f'ignoring input on {topic}: the node is {state}, not active',
@@ -115,12 +116,17 @@ class RequestRouter:
     def action_result(self, msg: Any) -> None:
         """One ``~/action_result`` message (an ``ActionResult``)."""
         try:
-            result = result_from_msg(msg.call_id, msg.outcome, msg.data_json, msg.message)
+            result, cut = result_from_msg(msg.call_id, msg.outcome, msg.data_json, msg.message,
+                                          max_bytes=self.gate.settings.max_result_bytes)
         except ValueError as exc:
             self._health.input_error(PlannerCounter.BAD_ACTION_RESULTS, f'action_result: {exc}')
             self._logger.warning(f'ignored action result: {exc}')
             return
         self._health.count(PlannerCounter.ACTION_RESULTS)
+        if cut:
+            self._health.input_error(PlannerCounter.TRUNCATED_ACTION_RESULTS,
+                                     f'action_result {result.call_id}: {cut}')
+            self._logger.warning(f'action result {result.call_id} cut down: {cut}')
         worker = self._worker
         if worker is None:
             self._logger.warning(f'action result {result.call_id} ignored: no model loaded',

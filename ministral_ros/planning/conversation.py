@@ -11,16 +11,24 @@ Conversation and history policy
   arrives gets ``{"status": "unknown", "message": "no result was reported"}``; an
   ``ask_clarification`` call gets ``{"status": "asked", ...}`` (the user's answer is the next
   message). Results for unknown call ids are logged and ignored.
+* A result that cannot be rendered (a lone surrogate such as a JSON ``"\\ud800"`` escape, JSON
+  nested too deeply) is refused by ``report_result`` with a ValueError, so it never enters the
+  history. Should a turn that cannot be rendered be in the history all the same, ``select`` drops
+  its unit, logs why and reports it in ``Selection.dropped``: one bad turn never fails every later
+  request.
 * Only successful turns are recorded: an ERROR or CANCELLED plan leaves the history unchanged, so
   one broken output does not poison the conversation.
 * Multi-step without a new user message: ``Planner.continue_after_results`` lets the model take
   the next step after the reported results (more calls, or a reply such as "I could not find the
   cup"). Such a continuation is an exchange without a user message; a user exchange and its
   continuations form one *unit*.
-* Bounds: at most ``HistoryPolicy.max_exchanges`` units and at most ``max_tokens`` tokens of
-  history; the oldest units go first. If the prompt plus ``max_new_tokens`` still exceeds the
-  engine's context, older units are dropped too; a request that cannot fit on its own is an
-  ERROR plan (the planner's decision: ``select`` hands back the smallest prompt it could make).
+* Bounds: at most ``HistoryPolicy.max_exchanges`` units, ``max_bytes`` bytes of history text
+  (checked before anything is tokenized) and ``max_tokens`` tokens of history; the oldest units go
+  first. Each kept unit is rendered once per request, on its own (``chat.prompt.render_history``),
+  so fitting the history costs the same however many units are dropped. If the prompt plus
+  ``max_new_tokens`` still exceeds the engine's context, older units are dropped too; a request
+  that cannot fit on its own is an ERROR plan (the planner's decision: ``select`` hands back the
+  smallest prompt it could make).
 
 Concurrency: every method takes the conversation's own short-held lock, so results and resets
 arrive (from other threads) while a plan is being generated. A generation reads the history with
@@ -29,12 +37,12 @@ arrive (from other threads) while a plan is being generated. A generation reads 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 import json
 import logging
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from ministral_ros.chat.prompt import ChatMessage, ToolCall
 from ministral_ros.planning.plan import Action, ActionResult
@@ -48,8 +56,11 @@ class HistoryPolicy:
 
     max_exchanges: int = 4      # units (a user request and its continuations), 0 = no history
     max_tokens: int = 2048      # tokens of history in front of the new request
+    max_bytes: int = 65536      # UTF-8 bytes of history text, checked before any tokenizing
 
     def __post_init__(self) -> None:
+        if self.max_bytes < 0:
+            raise ValueError(f'max_bytes must be >= 0, got {self.max_bytes}')
         if self.max_exchanges < 0:
             raise ValueError(f'max_exchanges must be >= 0 (0 = no history), got {self.max_exchanges}')
         if self.max_tokens < 0:
@@ -76,6 +87,16 @@ class Selection:
     exchanges: list[Exchange]
     prompt: list[int]
     epoch: int
+    dropped: tuple[str, ...] = ()  # why turns that could not be rendered were dropped
+
+
+class PromptRenderer(Protocol):
+    """How ``select`` renders: the whole prompt with a given history, and a piece of history on
+    its own (``chat.prompt.render_history``), which stands right after the prompt's first token."""
+
+    def prompt(self, exchanges: list[Exchange]) -> list[int]: ...
+
+    def history(self, exchanges: list[Exchange]) -> list[int]: ...
 
 
 def result_content(result: ActionResult | None, clarification: bool = False) -> str:
@@ -109,6 +130,34 @@ def history_messages(exchanges: Sequence[Exchange]) -> list[ChatMessage]:
     return messages
 
 
+def exchange_problem(exchange: Exchange) -> str:
+    """Why ``exchange`` cannot be rendered ('' when it can)."""
+    try:
+        history_messages([exchange])
+    except (ValueError, TypeError, RecursionError) as error:
+        return f'{type(error).__name__}: {error}'
+    return ''
+
+
+def exchange_bytes(exchange: Exchange) -> int:
+    """The UTF-8 size of an exchange's text (user message, reply, calls, results) as rendered."""
+    size = len((exchange.user_text or '').encode('utf-8', 'replace')) + len(exchange.reply.encode('utf-8', 'replace'))
+    for call in exchange.calls:
+        size += len(json.dumps(call.arguments, ensure_ascii=False, default=str).encode('utf-8', 'replace'))
+        size += len(result_content(exchange.results.get(call.call_id), exchange.clarification)
+                    .encode('utf-8', 'replace'))
+    return size
+
+
+def result_problem(result: ActionResult) -> str:
+    """Why ``result`` cannot be rendered as a tool result ('' when it can)."""
+    try:
+        ChatMessage('tool', result_content(result), tool_call_id='a' * 9)
+    except (ValueError, TypeError, RecursionError) as error:
+        return f'{type(error).__name__}: {error}'
+    return ''
+
+
 def units_of(exchanges: Sequence[Exchange]) -> list[list[Exchange]]:
     """``exchanges`` cut into units: an exchange with a user message plus its continuations."""
     units: list[list[Exchange]] = []
@@ -123,11 +172,12 @@ def units_of(exchanges: Sequence[Exchange]) -> list[list[Exchange]]:
 class Conversation:
     """The exchanges of one conversation under a ``HistoryPolicy``. Thread-safe.
 
-    A worked example (``render`` turns a list of exchanges into the prompt's ids; the budget is the
-    engine's context minus ``max_new_tokens``)::
+    A worked example (``render`` is a ``PromptRenderer``: the planner's renders the prompt with a
+    given history, and a piece of history alone; the budget is the engine's context minus
+    ``max_new_tokens``)::
 
         conversation = Conversation(HistoryPolicy(max_exchanges=2))
-        chosen = conversation.select(render, budget=4000)          # no history yet: Selection([], render([]), 0)
+        chosen = conversation.select(render, budget=4000)  # no history yet: Selection([], render.prompt([]), 0)
         turn = Exchange('go to the kitchen', calls=(Action('navigate_to', {'place': 'kitchen'}, 'a1B2c3D4e'),),
                         request_id='r1')
         conversation.record(turn, chosen, cancel)                   # True (False, recording nothing, once cancelled)
@@ -160,7 +210,12 @@ class Conversation:
         return last is not None and bool(last.calls) and not last.clarification
 
     def report_result(self, result: ActionResult) -> bool:
-        """Attach ``result`` to the call with its id; False (and a warning) for an unknown id."""
+        """Attach ``result`` to the call with its id; False (and a warning) for an unknown id.
+        Raises ValueError (attaching nothing) for a result that cannot be rendered."""
+        problem = result_problem(result)
+        if problem:
+            raise ValueError(f'action result {result.call_id} cannot be put in the prompt and was '
+                             f'not recorded ({problem}): send valid UTF-8 JSON data')
         with self._lock:
             for exchange in reversed(self._exchanges):
                 if any(call.call_id == result.call_id for call in exchange.calls):
@@ -182,27 +237,61 @@ class Conversation:
                 return True
         return False
 
-    def select(self, render: Callable[[list[Exchange]], list[int]], budget: int, *,
-               continuing: bool = False) -> Selection:
-        """The newest units that fit ``max_exchanges``, ``max_tokens`` of history and ``budget``
-        prompt tokens, with their prompt. A continuation always keeps the unit it continues. When
-        even the smallest prompt exceeds ``budget``, that prompt is returned: the caller reports it."""
+    def select(self, render: PromptRenderer, budget: int, *, continuing: bool = False) -> Selection:
+        """The newest units that fit ``max_exchanges``, ``max_bytes`` and ``max_tokens`` of history
+        and ``budget`` prompt tokens, with their prompt. A continuation always keeps the unit it
+        continues. When even the smallest prompt exceeds ``budget``, that prompt is returned: the
+        caller reports it. Each kept unit is rendered once, and no unit older than the first that
+        does not fit: the cost does not grow with the number of units dropped."""
         with self._lock:
-            required = 1 if continuing else 0
-            keep = max(self.policy.max_exchanges, required)
-            units = units_of(self._exchanges)
-            kept_units = units[-keep:] if keep else []
-            minimal = [e for unit in kept_units[len(kept_units) - required:] for e in unit]
-            alone = render(minimal)
-            if len(alone) > budget:
-                return Selection(minimal, alone, self._epoch)
-            while True:
-                kept = [exchange for unit in kept_units for exchange in unit]
-                prompt = alone if len(kept) == len(minimal) else render(kept)
-                history_tokens = len(prompt) - len(alone)
-                if len(kept_units) <= required or (history_tokens <= self.policy.max_tokens and len(prompt) <= budget):
-                    return Selection(kept, prompt, self._epoch)
-                kept_units = kept_units[1:]
+            try:
+                return self._select(render, budget, continuing)
+            except (ValueError, TypeError, RecursionError):
+                dropped = self._drop_unrenderable()
+                if not dropped:
+                    raise
+            return replace(self._select(render, budget, continuing), dropped=dropped)
+
+    def _drop_unrenderable(self) -> tuple[str, ...]:
+        """Drop every unit holding an exchange that cannot be rendered; returns why (under the lock)."""
+        kept: list[Exchange] = []
+        dropped: list[str] = []
+        for unit in units_of(self._exchanges):
+            problems = [problem for problem in map(exchange_problem, unit) if problem]
+            if problems:
+                dropped.append(problems[0])
+                LOG.warning('dropped a conversation turn that cannot be rendered: %s', problems[0])
+            else:
+                kept.extend(unit)
+        self._exchanges = kept
+        return tuple(dropped)
+
+    def _select(self, render: PromptRenderer, budget: int, continuing: bool) -> Selection:
+        """``select`` under the lock, without the recovery."""
+        required = 1 if continuing else 0
+        keep = max(self.policy.max_exchanges, required)
+        units = units_of(self._exchanges)
+        kept_units = units[-keep:] if keep else []
+        older, newest = kept_units[:len(kept_units) - required], kept_units[len(kept_units) - required:]
+        minimal = [e for unit in newest for e in unit]
+        alone = render.prompt(minimal)
+        if len(alone) > budget:
+            return Selection(minimal, alone, self._epoch)
+        pieces: list[list[int]] = []
+        history_bytes = history_tokens = 0
+        for unit in reversed(older):
+            history_bytes += sum(exchange_bytes(exchange) for exchange in unit)
+            if history_bytes > self.policy.max_bytes:
+                break
+            tokens = render.history(unit)
+            history_tokens += len(tokens)
+            if history_tokens > self.policy.max_tokens or len(alone) + history_tokens > budget:
+                break
+            pieces.append(tokens)
+        chosen = older[len(older) - len(pieces):] if pieces else []
+        history = [token for piece in reversed(pieces) for token in piece]
+        return Selection([e for unit in [*chosen, *newest] for e in unit], [*alone[:1], *history, *alone[1:]],
+                         self._epoch)
 
     def record(self, exchange: Exchange, selection: Selection, cancel: threading.Event) -> bool:
         """Append ``exchange`` after the history it was generated with; False (nothing recorded)

@@ -33,7 +33,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from ministral_ros.chat.prompt import ChatFormatError, ChatMessage, common_prefix_length, render_chat
+from ministral_ros.chat.prompt import ChatFormatError, ChatMessage, common_prefix_length, render_chat, render_history
 from ministral_ros.chat.tokenizer import MinistralTokenizer, StreamDecoder
 from ministral_ros.engine.generation import FinishReason, GenerationConfig, GenerationResult, LogitsConstraint
 from ministral_ros.planning.backend import PlanRequest
@@ -160,6 +160,14 @@ class Planner:
         after planning finished, so the robot never got those calls); True when one was dropped."""
         return self.conversation.retract(request_id)
 
+    def max_new_tokens_limit(self) -> int | None:
+        """The most tokens a request without history can generate: the engine's context less the
+        shortest prompt (None once closed). A larger ``max_new_tokens`` fails every request."""
+        engine = self.engine
+        if engine is None:
+            return None
+        return engine.max_context - len(self.render('x', ()))
+
     @property
     def provider(self) -> str:
         """The execution provider onnxruntime gave the engine (``Engine.provider``, e.g. ``cpu``);
@@ -273,10 +281,11 @@ class Planner:
         generation = self.generation if override is None else self._with_eos(override)
         budget = engine.max_context - generation.max_new_tokens
         try:
-            selection = self.conversation.select(lambda kept: self.render(text, kept), budget,
-                                                 continuing=text is None)
+            selection = self.conversation.select(_PromptParts(self, text), budget, continuing=text is None)
         except (ChatFormatError, ValueError) as error:
             return self._fail(request, f'cannot render the prompt: {error}')
+        if cancel.is_set():  # the request timed out or was stopped while the history was fitted
+            return self._cancelled(request, 'cancelled before generation started')
         if len(selection.prompt) > budget:
             return self._fail(request, f'the request needs {len(selection.prompt)} prompt tokens plus max_new_tokens '
                                        f'{generation.max_new_tokens}, more than the context of {engine.max_context} '
@@ -321,6 +330,21 @@ class Planner:
         return result
 
 
+class _PromptParts:
+    """The planner's ``PromptRenderer`` for one request: the whole prompt for ``text`` after a
+    history, and a piece of history on its own."""
+
+    def __init__(self, planner: Planner, text: str | None) -> None:
+        self._planner = planner
+        self._text = text
+
+    def prompt(self, exchanges: list[Exchange]) -> list[int]:
+        return self._planner.render(self._text, exchanges)
+
+    def history(self, exchanges: list[Exchange]) -> list[int]:
+        return render_history(history_messages(exchanges), self._planner.tokenizer)
+
+
 class _TextStream:
     """Decoded text for an ``on_token`` listener, never half a UTF-8 character; a listener that
     raises is logged once and then skipped: a broken listener must not break the plan."""
@@ -351,6 +375,7 @@ def _stats(result: GenerationResult, selection: Selection) -> dict[str, float]:
         'generated_tokens': float(len(result.token_ids)),
         'reused_prefix_tokens': float(result.reused_prefix_tokens),
         'history_exchanges': float(len(selection.exchanges)),
+        'history_turns_dropped_unrenderable': float(len(selection.dropped)),
         'prefill_s': result.prefill_s,
         'decode_s': result.decode_s,
         'time_to_first_token_s': result.time_to_first_token_s,

@@ -46,6 +46,10 @@ from ministral_ros.planning.schema_check import check_schema, closed_schema, Sch
 from ministral_ros.share_paths import shared_candidates, shared_path
 import yaml
 
+# The most values an actions file may hold once its YAML aliases are expanded (the default
+# vocabulary holds about 400): nested aliases ("billion laughs") take minutes and all memory.
+MAX_EXPANDED_NODES = 100_000
+
 NAME_PATTERN = re.compile(r'^[a-z][a-z0-9_]{0,63}$')
 TOP_LEVEL_KEYS = frozenset({'lists', 'actions', 'clarification_action'})
 ACTION_KEYS = frozenset({'name', 'description', 'parameters'})
@@ -195,7 +199,39 @@ def parse_vocabulary_text(text: str, source: str = '<string>') -> ActionVocabula
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise VocabularyError(source, f'invalid YAML: {error}') from None
+    except RecursionError:
+        raise VocabularyError(source, 'the YAML nests too deeply: write a flatter file') from None
+    nodes = expanded_nodes(data, MAX_EXPANDED_NODES)
+    if nodes > MAX_EXPANDED_NODES:
+        raise VocabularyError(source, f'the YAML expands to more than {MAX_EXPANDED_NODES} values '
+                              '(its aliases, *name, repeat anchored parts): write the file out '
+                              'with fewer aliases')
     return parse_vocabulary(data, source)
+
+
+def expanded_nodes(data: Any, limit: int) -> int:
+    """How many values ``data`` holds once YAML aliases (shared objects) are written out, counted
+    without writing them out and capped just above ``limit``; a structure that contains itself
+    (a recursive alias) counts as over the limit."""
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        value, finished = stack.pop()
+        if not isinstance(value, (list, dict)):
+            continue
+        children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        key = id(value)
+        if finished:
+            sizes[key] = min(limit + 1, 1 + sum(sizes.get(id(child), 1) for child in children))
+            open_ids.discard(key)
+        elif key in open_ids:
+            return limit + 1
+        elif key not in sizes:
+            open_ids.add(key)
+            stack.append((value, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes.get(id(data), 1)
 
 
 def parse_vocabulary(data: Any, source: str = '<memory>') -> ActionVocabulary:
