@@ -6,6 +6,7 @@ same engine: fp32 logits must agree to 1e-5 at every step) and transformers' ful
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 import shutil
 
@@ -364,3 +365,17 @@ def test_truncated_shard_is_refused(interleaved, tmp_path):
     (tmp_path / 'model.safetensors').write_bytes(data[: len(data) - 100])
     with pytest.raises(ExportError, match='is truncated .*download it again'):
         read_safetensors_header(tmp_path / 'model.safetensors')
+
+
+def test_streamed_export_states_its_needs_up_front(interleaved, tmp_path, caplog):
+    """The estimate the export logs before it starts; its disk figure is checked against the folder the
+    full 8B shape produced (benchmarks/RESULTS.md: int4 6.4 GiB, fp32 30 GiB)."""
+    from ministral_ros.export.streaming_export import describe_streamed_needs
+    folders, _ = interleaved
+    with caplog.at_level(logging.INFO, logger='ministral_ros.export.streaming_export'):
+        export_streaming(folders['src'], tmp_path / 'out', 'int4')
+    assert any('expect peak RAM under 1 GiB' in message for message in caplog.messages)
+    hub_8b = {'hidden_size': 4096, 'num_hidden_layers': 36, 'num_attention_heads': 32, 'num_key_value_heads': 8,
+              'head_dim': 128, 'intermediate_size': 12288, 'vocab_size': 131072}
+    assert 'disk ~6.4 GiB' in describe_streamed_needs(hub_8b, 'int4')
+    assert 'disk ~29.9 GiB' in describe_streamed_needs(hub_8b, 'fp32')

@@ -29,6 +29,7 @@ from ministral_ros.export.checkpoint_reader import Checkpoint, open_checkpoint
 from ministral_ros.export.exporter import (
     architecture_for,
     copy_tokenizer,
+    count_parameters,
     DEFAULT_OPSET,
     ExportError,
     EXTERNAL_DATA_FILE,
@@ -79,6 +80,24 @@ def _write_graph(checkpoint: Checkpoint, windows: list[int | None], precision: s
     return tuple(value.name for value in model.graph.input), tuple(value.name for value in model.graph.output)
 
 
+# Bytes per parameter of everything but the embedding table (kept float32 in int8/int4 folders):
+# int4 = 4 bits + a float32 scale per block of 32; int8 = 1 byte (+ per-channel scales).
+WEIGHT_BYTES = {'fp32': 4.0, 'fp16': 2.0, 'int8': 1.0, 'int4': 0.625}
+SECONDS_PER_BILLION = 35.0  # measured: Ministral 8B's shape, 174-277 s per precision on 2 busy cores
+
+
+def describe_streamed_needs(config: dict, precision: str) -> str:
+    """The up-front RAM/disk/time estimate the streamed export logs (figures from benchmarks/RESULTS.md)."""
+    params = count_parameters(config)
+    table = int(config['vocab_size']) * int(config['hidden_size'])
+    table_bytes = table * (2 if precision == 'fp16' else 4)
+    disk = table_bytes + (params - table) * WEIGHT_BYTES[precision]
+    minutes = params / 1e9 * SECONDS_PER_BILLION / 60
+    return (f'{params / 1e9:.2f}B parameters: expect peak RAM under 1 GiB (one weight block at a time), '
+            f'disk ~{disk / 1024 ** 3:.1f} GiB, time ~{0.6 * minutes:.0f}-{minutes:.0f} min on 2 cores '
+            '(reading the checkpoint from a fast disk)')
+
+
 def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp32', *,
                      layer_pattern: str = 'auto', overwrite: bool = False) -> Manifest:
     """Export ``src_dir`` (HF or Mistral layout) to ``out_dir`` with the ``gqa`` graph; see the module docstring."""
@@ -89,6 +108,7 @@ def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 
     windows, origin = resolve_layer_windows(checkpoint.config, layer_pattern)
     logger.info('%s (%s layout); layer windows: %s', origin, checkpoint.layout,
                 ', '.join('full' if w is None else str(w) for w in windows))
+    logger.info('export %s at %s: %s', checkpoint.src, precision, describe_streamed_needs(checkpoint.config, precision))
     _prepare_output(out, overwrite)
     try:
         graph_inputs, graph_outputs = _write_graph(checkpoint, windows, precision, out)
