@@ -140,5 +140,6 @@ def test_a_burst_beyond_the_subscription_depth_is_counted_as_lost(rig):
     def accounted() -> bool:
         return int(values()['received']) + int(values()['lost_messages']) == burst + 1
 
-    wait_until(accounted, 30, 'every message received or counted as lost')
+    # The in-process rig takes 40-65 ms per message on 2 cores (1000 queued messages: up to a minute).
+    wait_until(accounted, 180, 'every message received or counted as lost')
     assert int(values()['lost_messages']) >= burst - 1000 - 2, values()
