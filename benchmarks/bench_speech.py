@@ -20,7 +20,7 @@ import tempfile
 import time
 
 from ministral_ros.speech.audio import trim_silence
-from ministral_ros.speech.backends import create_recognizer, create_segmenter
+from ministral_ros.speech.backends import create_command_recognizer, create_recognizer, create_segmenter
 from ministral_ros.speech.capture import FileSource
 from ministral_ros.speech.config import load_config
 from ministral_ros.speech.espeak import compose, speak
@@ -66,8 +66,8 @@ def bench_vad_and_resampler(audio: np.ndarray, repeats: int) -> None:
 def bench_pocketsphinx(spoken: dict[tuple[str, str], np.ndarray], repeats: int) -> None:
     print('\npocketsphinx on espeak-ng commands (exact transcript / all key words present)')
     for grammar in (True, False):
-        recognizer = create_recognizer(load_config(overrides={'recognizer.pocketsphinx.grammar': grammar,
-                                                              'partial_interval_ms': 0}))
+        overrides = {'recognizer.pocketsphinx.grammar': grammar, 'partial_interval_ms': 0}
+        recognizer = create_command_recognizer(load_config(overrides=overrides))
         rtfs, exact, keywords = [], 0, 0
         for repeat in range(repeats):
             spent = audio_s = 0.0

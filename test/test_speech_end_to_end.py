@@ -82,6 +82,61 @@ def test_spoken_commands_become_plans(spoken_commands, tmp_path):
     recording = tmp_path / 'spoken.wav'
     compose([0.5, spoken_commands['go to the kitchen'], 1.0, spoken_commands['stop'], 0.8], 16000, path=recording)
 
+    transcripts, plans = _run_nodes(node_command, recording, tmp_path, until=lambda _t, plans: len(plans) >= 2,
+                                    realtime=True)
+    finals = [t['text'] for t in transcripts if t['final']]
+    assert finals == ['go to the kitchen', 'stop']
+    by_text = {p['source_text']: p for p in plans}
+    assert set(by_text) == set(finals) and all(p['source'] == 'transcript' for p in plans)
+    assert by_text['stop']['status'] == 'stopped'
+    navigate = by_text['go to the kitchen']
+    if on_demo_model:
+        assert navigate['status'] == 'ok', navigate
+        assert [(a['name'], a['arguments']) for a in navigate['actions']] == [('navigate_to', {'place': 'kitchen'})]
+    else:
+        assert navigate['status'] in ('ok', 'error', 'reply', 'clarify'), navigate
+
+
+def test_no_spoken_default_stop_phrase_yields_motion(tmp_path):
+    """Every default stop phrase, spoken by espeak-ng and replayed by the speech node, reaches the
+    main node as a stop: each final transcript is a stop plan, and no plan holds a motion action."""
+    from ministral_ros.node.params import DEFAULT_STOP_PHRASES
+    from ministral_ros.speech.espeak import speak
+    from speech_support import require_tools
+
+    require_tools('espeak-ng', 'sox')
+    demo = NodeSettings().resolved_model_dir()
+    node_command = [_script('ministral_node')]
+    if not (demo / 'manifest.json').is_file():
+        from node_test_support import build_tiny_model
+
+        node_command += ['--ros-args', '-p', f'model_dir:={build_tiny_model(tmp_path / "tiny")}',
+                         '-p', 'allow_reply:=false', '-p', 'max_new_tokens:=48']
+    parts: list = [0.5]
+    for phrase in DEFAULT_STOP_PHRASES:
+        parts += [speak(phrase, tmp_path), 1.0]
+    recording = tmp_path / 'stops.wav'
+    compose(parts, 16000, path=recording, noise_dbfs=-60)
+
+    def every_stop_planned(transcripts: list, plans: list) -> bool:
+        finals = [t for t in transcripts if t['final']]
+        return len(finals) >= len(DEFAULT_STOP_PHRASES) and len(plans) >= len(finals)
+
+    transcripts, plans = _run_nodes(node_command, recording, tmp_path, until=every_stop_planned)
+    finals = [t['text'] for t in transcripts if t['final']]
+    assert len(finals) == len(DEFAULT_STOP_PHRASES), finals
+    assert len(plans) == len(finals)
+    assert all(p['status'] == 'stopped' for p in plans), [(p['source_text'], p['status']) for p in plans]
+    motion = [(p['source_text'], a['name']) for p in plans for a in p['actions'] if a['name'] != 'stop']
+    assert motion == []
+
+
+def _run_nodes(node_command: list[str], recording: Path, tmp_path: Path, until,
+               realtime: bool = False) -> tuple[list, list]:
+    """Start the main node, wait until it is active, replay ``recording`` with the speech node (in real
+    time, as a microphone delivers speech, or as fast as it decodes) and collect transcripts and plans
+    until ``until(transcripts, plans)``. Replayed faster than real time, a "stop" can arrive while an
+    earlier command is still being planned, and the stop path (rightly) cancels it."""
     context = rclpy.Context()
     rclpy.init(context=context)
     executor = SingleThreadedExecutor(context=context)
@@ -113,12 +168,11 @@ def test_spoken_commands_become_plans(spoken_commands, tmp_path):
     try:
         _wait(lambda: any(s.get('state') == 'active' for s in status), 120, 'the main node to become active',
               [main_log])
-        # Real-time replay, as a microphone delivers speech: replayed faster, "stop" can arrive
-        # while "go to the kitchen" is still being planned, and the stop path (rightly) cancels it.
         speech = _start([_script('ministral_speech_node'), '--ros-args', '-p', f'input:=file:{recording}',
-                         '-p', 'file_realtime:=true', '-p', 'file_wait_for_subscriber_s:=30.0',
-                         '-p', 'file_min_subscribers:=2'], speech_log)   # the main node and this test
-        _wait(lambda: len(plans) >= 2, 60, 'two plans', [main_log, speech_log])
+                         '-p', f'file_realtime:={str(realtime).lower()}', '-p', 'file_wait_for_subscriber_s:=30.0',
+                         '-p', 'file_min_subscribers:=2'], speech_log)
+        _wait(lambda: until(transcripts, plans), 120, 'a plan for every final transcript', [main_log, speech_log])
+        time.sleep(1.0)   # a late extra transcript or plan would show here
     finally:
         if speech is not None:
             _stop(speech)
@@ -129,14 +183,4 @@ def test_spoken_commands_become_plans(spoken_commands, tmp_path):
         listener.destroy_node()
         executor.shutdown()
         rclpy.shutdown(context=context)
-    finals = [t['text'] for t in transcripts if t['final']]
-    assert finals == ['go to the kitchen', 'stop']
-    by_text = {p['source_text']: p for p in plans}
-    assert set(by_text) == set(finals) and all(p['source'] == 'transcript' for p in plans)
-    assert by_text['stop']['status'] == 'stopped'
-    navigate = by_text['go to the kitchen']
-    if on_demo_model:
-        assert navigate['status'] == 'ok', navigate
-        assert [(a['name'], a['arguments']) for a in navigate['actions']] == [('navigate_to', {'place': 'kitchen'})]
-    else:
-        assert navigate['status'] in ('ok', 'error', 'reply', 'clarify'), navigate
+    return transcripts, plans

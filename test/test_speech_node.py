@@ -79,13 +79,20 @@ def test_node_publishes_transcripts_from_a_file(ros, spoken_commands, tmp_path):
     parsed = [parse_transcript(m) for m in messages]
     assert any(not t.final for t in parsed), 'partial transcripts are published while speaking'
     assert all(0.0 <= t.confidence <= 1.0 for t in parsed)
+    # An early stop counts its utterance before the file has ended: wait for the end of the file too.
     assert _spin_until(executor, lambda: any(
-        {kv.key: kv.value for kv in d.status[0].values}.get('utterances') == str(len(texts)) for d in diagnostics), 5)
+        {kv.key: kv.value for kv in d.status[0].values}.get('utterances') == str(len(texts))
+        and d.status[0].message == 'end of input file' for d in diagnostics), 5)
     status = diagnostics[-1].status[0]
     values = {kv.key: kv.value for kv in status.values}
     assert status.level == DiagnosticStatus.OK and status.message == 'end of input file'
     assert float(values['realtime_factor']) > 0 and values['overruns'] == '0'
     assert {'level_dbfs', 'peak_level_dbfs', 'vad_realtime_factor', 'recognizer_realtime_factor'} <= set(values)
+    # The spoken "stop" was published as a stop transcript and reported with its latency.
+    assert values['stop_spotter'] == 'true' and values['stop_detections'] == '1'
+    assert int(values['early_stops']) <= 1 and values['last_stop'].startswith('stop (')
+    assert -2000 < int(values['last_stop_latency_ms']) < 5000
+    assert int(values['max_stop_latency_ms']) >= int(values['last_stop_latency_ms'])
 
 
 def test_node_reports_a_missing_device_and_keeps_running(ros):

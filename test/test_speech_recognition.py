@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from ministral_ros.speech.backends import create_recognizer, create_segmenter
+from ministral_ros.speech.backends import create_command_recognizer, create_recognizer, create_segmenter
 from ministral_ros.speech.capture import FileSource
 from ministral_ros.speech.config import load_config
 from ministral_ros.speech.espeak import compose, speak
@@ -70,7 +70,7 @@ def test_grammar_beats_the_general_language_model(spoken_commands, tmp_path):
     extra = {text: speak(text, tmp_path, voice='en', words_per_minute=140) for text in COMMANDS}
     scores = {}
     for grammar in (True, False):
-        recognizer = create_recognizer(load_config(overrides={'recognizer.pocketsphinx.grammar': grammar}))
+        recognizer = create_command_recognizer(load_config(overrides={'recognizer.pocketsphinx.grammar': grammar}))
         scores[grammar] = sum(transcribe(recognizer, audio.samples).text == text
                               for voice in (spoken_commands, extra) for text, audio in voice.items())
     total = 2 * len(COMMANDS)
@@ -80,9 +80,10 @@ def test_grammar_beats_the_general_language_model(spoken_commands, tmp_path):
 
 def test_low_grammar_confidence_falls_back_to_the_language_model(spoken_commands):
     audio = spoken_commands['go to the living room'].samples
-    grammar_only = create_recognizer(load_config())
-    plain = create_recognizer(load_config(overrides={'recognizer.pocketsphinx.grammar': False}))
-    always_fallback = create_recognizer(load_config(overrides={'recognizer.pocketsphinx.fallback_confidence': 1.0}))
+    grammar_only = create_command_recognizer(load_config())
+    plain = create_command_recognizer(load_config(overrides={'recognizer.pocketsphinx.grammar': False}))
+    always_fallback = create_command_recognizer(
+        load_config(overrides={'recognizer.pocketsphinx.fallback_confidence': 1.0}))
     assert transcribe(grammar_only, audio).text == 'go to the living room'
     fallback = transcribe(always_fallback, audio).text
     grammar_words = set(grammar_only.grammar.replace('|', ' ').split())

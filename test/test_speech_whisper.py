@@ -91,7 +91,7 @@ def test_whisper_backend_end_to_end_through_the_file_pipeline(whisper, spoken_co
                                     'recognizer.whisper_onnx.model_dir': str(whisper[1]),
                                     'recognizer.whisper_onnx.max_new_tokens': 8})
     recognizer = create_recognizer(config)
-    assert isinstance(recognizer, WhisperOnnxRecognizer)
+    assert isinstance(recognizer.inner, WhisperOnnxRecognizer), 'Whisper behind the stop spotter'
     events = []
     pipeline = SpeechPipeline(create_segmenter(config), recognizer, events.append, partial_interval_ms=500)
     run_file(pipeline, FileSource(path, realtime=False))

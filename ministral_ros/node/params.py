@@ -20,6 +20,7 @@ from typing import Any
 from ministral_ros.engine.generation import GenerationConfig
 from ministral_ros.node.stop_words import StopDetector
 from ministral_ros.share_paths import shared_path
+from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES
 
 # The embedded demo model, used when ``model_dir`` is empty: the folder that
 # ``python -m ministral_ros.demo_model build`` writes under ``models/`` (kept equal by a test).
@@ -27,10 +28,7 @@ DEFAULT_MODEL_NAME = 'ministral-robot-demo'
 
 OVERFLOW_POLICIES = ('drop_oldest', 'drop_newest', 'preempt')
 EXECUTION_PROVIDERS = ('cpu', 'cuda', 'tensorrt', 'auto')
-DEFAULT_STOP_PHRASES = (
-    'stop', 'halt', 'cancel', 'abort', 'freeze', 'emergency stop', 'e-stop', 'estop',
-    'stop moving', 'stop now', 'cancel that', 'stop everything', 'hold on', 'wait',
-)
+DEFAULT_STOP_PHRASES = STANDARD_STOP_PHRASES  # one list, shared with the speech node
 _SPEC = 'ministral_param'  # the dataclass field metadata key holding a field's ParamSpec
 # Bounds on what is matched against every utterance on the stop path (a 1 MB wake word made each
 # stop take 60-120 ms).

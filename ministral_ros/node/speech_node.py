@@ -4,7 +4,10 @@ Publishes std_msgs/String on ``transcript_topic`` (default ``/ministral/transcri
 node's ``~/transcript``) following the convention of ``ministral_ros.speech.transcript``: a JSON
 object ``{"text", "final", "confidence"}`` (plus ``utterance``, ``start_s``, ``end_s`` for
 tracing); partial results (``"final": false``) stream while the user speaks, the main node plans
-only finals. Diagnostics (input level, overruns, utterances, real-time factor, device state) go to
+only finals. A stop heard by the stop spotter (``stop.*`` settings; ``stop.phrases`` defaults to
+the main node's ``stop_phrases``) is published as a final stop transcript at once, before the
+utterance ends where possible. Diagnostics (input level, overruns, utterances, real-time factor,
+device state, stop detections and their latency from the end of speech) go to
 ``/diagnostics`` every ``diagnostics_period_s`` (built with ``ministral_ros.node.diagnostics``, as
 the main node's).
 
@@ -27,6 +30,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from ministral_ros.node.diagnostics import build_status, diagnostic_array, ERROR, GrowthWatch, OK, WARN
+from ministral_ros.node.params import DEFAULT_STOP_PHRASES
 from ministral_ros.speech.audio import AudioFormatError
 from ministral_ros.speech.backends import create_recognizer, create_segmenter
 from ministral_ros.speech.capture import open_source
@@ -60,6 +64,8 @@ class SpeechNode(Node):
         self.declare_parameter('diagnostics_period_s', 1.0)
         self.declare_parameter('loop_file', False)
         tree, base_dir = load_tree(config_file or None)
+        if not tree['stop']['phrases']:   # the main node's default stop_phrases
+            tree['stop']['phrases'] = list(DEFAULT_STOP_PHRASES)
         overrides = {}
         for name, default in flatten(tree).items():
             descriptor = ParameterDescriptor(dynamic_typing=True)
@@ -110,7 +116,9 @@ class SpeechNode(Node):
         message.data = transcript_payload(event)
         with self._lock:
             self._publisher.publish(message)
-        if event.final:
+        if event.final and event.stop:
+            self.get_logger().warning(f'heard a stop: {event.text!r} (published as a stop transcript)')
+        elif event.final:
             self.get_logger().info(f'heard {event.text!r} (confidence {event.confidence:.2f}, '
                                    f'decoded in {event.decode_s * 1000:.0f} ms)')
 
@@ -137,6 +145,7 @@ class SpeechNode(Node):
             'last_decode_ms': f'{stats.last_decode_s * 1000:.0f}',
             'device_failures': self.service.failures,
             'last_error': self.service.last_error,
+            **self._stop_values(),
         }
         if self.service.connected:
             lost = self._overruns.grown(overruns)
@@ -149,6 +158,19 @@ class SpeechNode(Node):
             level, message = ERROR, self.service.last_error or 'audio input not open yet'
         return build_status(f'{self.get_name()}: audio input', self.config.input.describe(), level,
                             message, values)
+
+    def _stop_values(self) -> dict[str, object]:
+        stats = self.pipeline.stats
+        record = getattr(self.pipeline.recognizer, 'last_stop', None)
+        return {
+            'stop_spotter': str(self.config.stop_spotter).lower(),
+            'stop_detections': stats.stops,
+            'early_stops': stats.early_stops,
+            'last_stop': (f'{record.phrase} ({record.reason.value}{", early" if record.early else ""})'
+                          if record else ''),
+            'last_stop_latency_ms': f'{stats.last_stop_latency_s * 1000:.0f}',
+            'max_stop_latency_ms': f'{stats.max_stop_latency_s * 1000:.0f}',
+        }
 
     def _publish_diagnostics(self) -> None:
         self._diagnostics.publish(diagnostic_array(self.get_clock().now().to_msg(),

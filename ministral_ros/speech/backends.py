@@ -32,6 +32,25 @@ def command_vocabulary(config: SpeechConfig) -> CommandVocabulary:
 
 
 def create_recognizer(config: SpeechConfig) -> Recognizer:
+    """The configured recogniser; with ``stop.spotter`` (the default) wrapped so that the stop
+    spotter decides first (see ``stop_first``)."""
+    recognizer = create_command_recognizer(config)
+    if not config.stop_spotter:
+        return recognizer
+    from ministral_ros.speech.stop_first import StopFirstRecognizer
+    from ministral_ros.speech.stop_spotter import StopSpotter
+
+    pocketsphinx = config.backend_options if config.backend == 'pocketsphinx' else {}
+    spotter = StopSpotter(command_vocabulary(config), config.stop_phrases, config.spotter,
+                          model_dir=str(config.resolve(pocketsphinx['model_dir'])) if pocketsphinx.get('model_dir')
+                          else None,
+                          dictionary=str(config.resolve(pocketsphinx['dictionary'])) if pocketsphinx.get('dictionary')
+                          else None)
+    return StopFirstRecognizer(recognizer, spotter)
+
+
+def create_command_recognizer(config: SpeechConfig) -> Recognizer:
+    """The configured recogniser alone (no stop spotter)."""
     options = config.backend_options
     if config.backend == 'pocketsphinx':
         from ministral_ros.speech.pocketsphinx_backend import PocketsphinxRecognizer

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ministral_ros.share_paths import shared_path
+from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES
+from ministral_ros.speech.stop_spotter import SpotterConfig
 from ministral_ros.speech.vad import SegmenterConfig
 import yaml
 
@@ -50,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
                          'providers': ['CPUExecutionProvider']},
     },
     'grammar': {'templates': [], 'slots': {}},
+    'stop': {'spotter': True, 'phrases': [], 'check_interval_ms': 160, 'early_confirmations': 3,
+             'doubt_is_stop': True},
 }
 
 
@@ -104,6 +108,9 @@ class SpeechConfig:
     grammar_templates: tuple[str, ...]
     grammar_slots: Mapping[str, tuple[str, ...]]
     base_dir: Path = field(default=DEFAULT_CONFIG_PATH.parent)
+    stop_spotter: bool = True
+    stop_phrases: tuple[str, ...] = STANDARD_STOP_PHRASES
+    spotter: SpotterConfig = field(default_factory=SpotterConfig)
 
     def __post_init__(self) -> None:
         if self.sample_rate < 0 or (self.sample_rate and self.sample_rate < 8000):
@@ -120,6 +127,9 @@ class SpeechConfig:
             raise SpeechConfigError(f'recognizer.backend {self.backend!r} is not one of {", ".join(BACKENDS)}')
         if len(self.wake_word.split()) > 3:
             raise SpeechConfigError(f'wake_word {self.wake_word!r} is too long: use one to three words')
+        if not self.stop_phrases or any(not phrase.strip() for phrase in self.stop_phrases):
+            raise SpeechConfigError(f'stop.phrases {list(self.stop_phrases)} must be non-empty phrases '
+                                    "(leave it [] for the main node's defaults)")
 
     def resolve(self, path: str) -> Path:
         """A path from the configuration, relative to the configuration file's folder."""
@@ -228,11 +238,23 @@ def build_config(tree: Mapping[str, Any], base_dir: Path, overrides: Mapping[str
             segmenter=segmenter, wake_word=_typed(tree, 'wake_word', str).strip().lower(),
             partial_interval_ms=_typed(tree, 'partial_interval_ms', float),
             backend=backend, backend_options=dict(recognizer.get(backend) or {}),
-            grammar_templates=templates, grammar_slots=slots, base_dir=base_dir)
+            grammar_templates=templates, grammar_slots=slots, base_dir=base_dir,
+            stop_spotter=_typed(tree, 'stop.spotter', bool), stop_phrases=_stop_phrases(tree['stop']['phrases']),
+            spotter=SpotterConfig(check_interval_ms=_typed(tree, 'stop.check_interval_ms', float),
+                                  early_confirmations=_typed(tree, 'stop.early_confirmations', int),
+                                  doubt_is_stop=_typed(tree, 'stop.doubt_is_stop', bool)))
     except SpeechConfigError:
         raise
     except (TypeError, ValueError) as error:
         raise SpeechConfigError(f'invalid speech setting: {error}') from error
+
+
+def _stop_phrases(value: Any) -> tuple[str, ...]:
+    if value in (None, '', []):
+        return STANDARD_STOP_PHRASES
+    if isinstance(value, str) or not all(isinstance(phrase, str) for phrase in value):
+        raise SpeechConfigError(f'stop.phrases must be a list of phrases, got {value!r}')
+    return tuple(value)
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> SpeechConfig:

@@ -160,3 +160,37 @@ def _enum_parameters(document: object) -> Iterable[tuple[str, list]]:
     elif isinstance(document, list):
         for item in document:
             yield from _enum_parameters(item)
+
+
+_JSGF_TOKEN = re.compile(r"<[^>]+>|[()\[\]|*+]|[a-z][a-z'-]*")
+
+
+def sentence_matcher(jsgf: str) -> Callable[[str], bool]:
+    """Whether a text is a whole sentence of a JSGF grammar built by ``build_jsgf`` (the public
+    rule, fully expanded). A recogniser's grammar search can end on a path that is no sentence
+    ("come to the"); the stop path treats such a transcript as doubt."""
+    rules: dict[str, str] = {}
+    public = ''
+    for line in jsgf.splitlines():
+        rule = re.match(r'^(public )?<([A-Za-z_]+)> = (.*);$', line.strip())
+        if rule:
+            rules[rule.group(2)] = rule.group(3)
+            public = public or (rule.group(2) if rule.group(1) else '')
+    if not public:
+        raise GrammarError('the grammar has no public rule')
+    expanded: dict[str, str] = {}
+
+    def regex(name: str) -> str:
+        if name not in expanded:
+            parts = []
+            for token in _JSGF_TOKEN.findall(rules[name]):
+                if token.startswith('<'):
+                    parts.append('' if token == '<NULL>' else f'(?:{regex(token[1:-1])})')
+                else:
+                    parts.append({'(': '(?:', '[': '(?:', ']': ')?'}.get(token, token if token in ')|*+' else
+                                                                         re.escape(token) + ' '))
+            expanded[name] = ''.join(parts)
+        return expanded[name]
+
+    pattern = re.compile(regex(public))
+    return lambda text: pattern.fullmatch(' '.join(text.split()) + ' ' if text.strip() else '') is not None

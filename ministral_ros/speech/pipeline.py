@@ -1,5 +1,10 @@
 """From audio blocks to transcript events: resample -> VAD segmenter -> recogniser -> wake word.
 
+Stops come first: with a recogniser that spots stops (``StopFirstRecognizer``, the default) a stop
+heard while the user is still speaking is published at once as the utterance's final transcript
+(the rest of the utterance is then not published), and a stop decided at the end of the utterance
+is published without the wake word and whatever its confidence.
+
 ``SpeechPipeline`` is synchronous and clock-free apart from timing measurements, so it is tested by
 feeding it audio; ``SpeechService`` owns the capture loop on a thread (open the source, read blocks,
 feed the pipeline, and on a device failure log the error, close, wait ``retry_s`` and reopen) and is
@@ -36,6 +41,7 @@ class TranscriptEvent:
     end_s: float               # stream time of the end of the utterance (hang-over included)
     decode_s: float = 0.0      # recogniser time after the end of the utterance (finals)
     truncated: bool = False    # cut at vad.max_utterance_s
+    stop: bool = False         # a stop transcript (the stop spotter decided)
 
 
 @dataclass
@@ -52,6 +58,10 @@ class PipelineStats:
     vad_s: float = 0.0
     recognizer_s: float = 0.0
     last_decode_s: float = 0.0
+    stops: int = 0                     # stop transcripts published
+    early_stops: int = 0               # of which published before the utterance ended
+    last_stop_latency_s: float = 0.0   # end of speech (VAD end less hang-over) -> stop published
+    max_stop_latency_s: float = 0.0
 
     _peak_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -104,6 +114,7 @@ class SpeechPipeline:
         self._since_partial = 0
         self._last_partial = ''
         self._open = False
+        self._early_stop_at: float | None = None   # stream time of this utterance's early stop
 
     def reset(self, source_rate: int) -> None:
         """A new stream at ``source_rate`` (a new file or a reopened device)."""
@@ -149,10 +160,13 @@ class SpeechPipeline:
                 self._open = True
                 self._since_partial = 0
                 self._last_partial = ''
+                self._early_stop_at = None
                 self.recognizer.start()
                 self.recognizer.accept(event.samples)
+                self._check_early_stop(event.time_s)
             elif event.kind == SegmentEventKind.AUDIO:
                 self.recognizer.accept(event.samples)
+                self._check_early_stop(event.time_s)
                 self._since_partial += len(event.samples)
                 if self._partial_samples and self._since_partial >= self._partial_samples:
                     self._since_partial = 0
@@ -163,9 +177,32 @@ class SpeechPipeline:
                 self.stats.discarded += 1
             elif event.kind == SegmentEventKind.END:
                 self._open = False
-                self._emit_final(self.recognizer.finish(), event.time_s, event.truncated)
+                transcript = self.recognizer.finish()
+                if self._early_stop_at is not None:
+                    self._record_stop_latency(self._early_stop_at - self._speech_end(event.time_s))
+                else:
+                    self._emit_final(transcript, event.time_s, event.truncated)
         finally:
             self.stats.recognizer_s += time.perf_counter() - began
+
+    def _speech_end(self, end_s: float) -> float:
+        """Stream time at which speech ended: the VAD's end less its hang-over."""
+        return end_s - self.segmenter.config.hangover_ms / 1000
+
+    def _record_stop_latency(self, latency_s: float) -> None:
+        self.stats.last_stop_latency_s = latency_s
+        self.stats.max_stop_latency_s = max(self.stats.max_stop_latency_s, latency_s)
+
+    def _check_early_stop(self, now_s: float) -> None:
+        phrase = early_stop(self.recognizer)
+        if not phrase or self._early_stop_at is not None:
+            return
+        self._early_stop_at = now_s
+        self.stats.utterances += 1
+        self.stats.stops += 1
+        self.stats.early_stops += 1
+        self.on_event(TranscriptEvent(text=phrase, final=True, confidence=1.0, utterance=self._utterance,
+                                      start_s=self._start_s, end_s=now_s, stop=True))
 
     def _emit_partial(self, now_s: float) -> None:
         text = strip_wake_word(self.recognizer.partial(), self.wake_word)
@@ -177,16 +214,31 @@ class SpeechPipeline:
 
     def _emit_final(self, transcript: Transcript, end_s: float, truncated: bool) -> None:
         self.stats.last_decode_s = transcript.decode_s
-        text = strip_wake_word(transcript.text, self.wake_word)
+        stop = last_was_stop(self.recognizer)
+        text = transcript.text if stop else strip_wake_word(transcript.text, self.wake_word)
         if not text:
             self.stats.discarded += 1
             logger.debug('utterance %d dropped: %s', self._utterance,
                          'no wake word' if text is None else 'empty transcript')
             return
         self.stats.utterances += 1
+        if stop:
+            self.stats.stops += 1
+            self._record_stop_latency(self.segmenter.config.hangover_ms / 1000 + transcript.decode_s)
         self.on_event(TranscriptEvent(text=text, final=True, confidence=transcript.confidence,
                                       utterance=self._utterance, start_s=self._start_s, end_s=end_s,
-                                      decode_s=transcript.decode_s, truncated=truncated))
+                                      decode_s=transcript.decode_s, truncated=truncated, stop=stop))
+
+
+def early_stop(recognizer: Recognizer) -> str:
+    """The stop phrase a stop-spotting recogniser heard in the current utterance ('' otherwise)."""
+    check = getattr(recognizer, 'early_stop', None)
+    return check() if callable(check) else ''
+
+
+def last_was_stop(recognizer: Recognizer) -> bool:
+    """Whether a stop-spotting recogniser's last ``finish`` returned a stop."""
+    return bool(getattr(recognizer, 'finished_with_stop', False))
 
 
 def run_file(pipeline: SpeechPipeline, source: AudioSource) -> None:

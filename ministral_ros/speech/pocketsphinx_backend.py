@@ -18,7 +18,7 @@ from pathlib import Path
 import time
 
 from ministral_ros.speech.audio import float_to_pcm16
-from ministral_ros.speech.grammar import build_jsgf, CommandVocabulary
+from ministral_ros.speech.grammar import build_jsgf, CommandVocabulary, sentence_matcher
 from ministral_ros.speech.recognizer import RecognizerError, Transcript
 import numpy as np
 
@@ -74,7 +74,11 @@ class PocketsphinxRecognizer:
             except (RuntimeError, ValueError) as error:
                 raise RecognizerError(f'pocketsphinx rejected the command grammar: {error}\n{self.grammar}') from error
             self._decoder.activate_search(GRAMMAR_SEARCH)
+            self._is_sentence = sentence_matcher(self.grammar)
         self.partials = partials
+        # Whether the last ``finish`` returned a whole sentence of the grammar (False: the search
+        # ended on a path that is none, e.g. "come to the"); the stop path treats that as doubt.
+        self.last_complete = True
         self._chunks: list[bytes] = []
         self._started = False
 
@@ -113,6 +117,7 @@ class PocketsphinxRecognizer:
         pcm = b''.join(self._chunks)
         self._chunks = []
         audio_s = len(pcm) / 2 / self.sample_rate
+        self.last_complete = True
         if not pcm:
             return Transcript('', 0.0, backend=self.name)
         search = GRAMMAR_SEARCH if self.uses_grammar else LM_SEARCH
@@ -121,8 +126,18 @@ class PocketsphinxRecognizer:
             logger.debug('grammar hypothesis %r has confidence %.3f < %.3f: decoding with the language model',
                          text, confidence, self.fallback_confidence)
             text, confidence = self._decode_with(LM_SEARCH, pcm)
+        elif self.uses_grammar and text:
+            self.last_complete = self._holds_a_whole_command(text)
         return Transcript(text=text, confidence=confidence, audio_s=audio_s,
                           decode_s=time.perf_counter() - began, backend=self.name)
+
+    def _holds_a_whole_command(self, text: str) -> bool:
+        """A sentence of the grammar, or one followed by a connector and a cut second command
+        ("go to the kitchen and fetch": the search went on into the trailing silence)."""
+        words = text.split()
+        return self._is_sentence(text) or any(
+            word in CONNECTORS and self._is_sentence(' '.join(words[:index]))
+            for index, word in enumerate(words))
 
     def _hypothesis(self) -> tuple[str, float]:
         hypothesis = self._decoder.hyp()

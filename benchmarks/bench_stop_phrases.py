@@ -1,0 +1,192 @@
+"""Spoken stops through the real voice front end: how many become a stop, how many become motion,
+how often an ordinary command is taken for a stop, and the stop latency from the end of speech.
+
+Every utterance is spoken by espeak-ng (voices ``en`` and ``en-us``, 140 and 175 words per minute),
+put between 0.5 s and 1.2 s of silence and fed block by block (32 ms) through the same pipeline as
+the node (Silero VAD segmentation -> stop spotter + command recogniser, the configuration of
+``config/speech.yaml``). Conditions: ``clean`` (a -60 dBFS white noise floor, as a quiet
+microphone has; pocketsphinx misbehaves on digital silence) and ``snr10`` (white noise 10 dB below
+the speech's RMS level). Run:
+
+    .venv/bin/python benchmarks/bench_stop_phrases.py [--conditions clean snr10] [--json]
+
+Outcome of a stop utterance: ``stop`` (a stop transcript was published), ``motion`` (a transcript
+holding a motion verb was published instead) or ``other`` (nothing, or a non-motion command).
+Latency: stream time of the stop transcript less the end of the speech in the recording (the last
+sample above 1% of the utterance's peak), plus the decoding time after the end of the utterance;
+negative for stops published before the utterance ended.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+import json
+import statistics
+import sys
+import tempfile
+
+from ministral_ros.node.params import DEFAULT_STOP_PHRASES
+from ministral_ros.speech.backends import create_recognizer, create_segmenter
+from ministral_ros.speech.config import load_config
+from ministral_ros.speech.espeak import speak
+from ministral_ros.speech.pipeline import SpeechPipeline, TranscriptEvent
+from ministral_ros.speech.stop_phrases import words_of
+import numpy as np
+import yaml
+
+STOP_VARIANTS = ('please stop', 'robot stop', 'stop stop stop', 'stop it', 'please stop now', 'halt halt',
+                 'robot freeze', 'stop right now', 'cancel please', 'stop and stop', 'wait please',
+                 'hold on please')
+COMMANDS = (
+    'go to the kitchen', 'go to the living room', 'bring me the red cup', 'put the book on the table',
+    'turn left ninety degrees', 'turn right by forty five degrees', 'move forward two meters',
+    'drive back one meter', 'pick up the bottle', 'grab the blue mug please', 'navigate to the bedroom',
+    'head over to the office', 'come to the hallway', 'return to the charging station',
+    'fetch the apple from the kitchen', 'put the keys on the shelf', 'place the plate on the kitchen counter',
+    'set the phone down on the desk', 'take the towel', 'get the remote', 'turn around',
+    'go to the front door then turn around', 'bring me the banana', 'pick the toy up', 'go to the dining room',
+    'move back three meters', 'rotate left by thirty degrees', 'drive to the bathroom', 'leave the box on the floor',
+    'what can you do', 'hello robot', 'thank you', 'get the glasses from the bedroom', 'put the bowl in the sink',
+    'go to the kitchen and pick up the cup', 'bring me the water bottle', 'move forward fifty centimeters',
+    'turn right ninety degrees', 'go to the office please', 'pick up the can', 'wait for five seconds',
+    'pause for two minutes',
+)
+VOICES = (('en', 140), ('en', 175), ('en-us', 140), ('en-us', 175))
+MOTION_WORDS = frozenset({'go', 'head', 'drive', 'navigate', 'move', 'come', 'return', 'pick', 'grab', 'take',
+                          'get', 'fetch', 'bring', 'put', 'place', 'set', 'leave', 'turn', 'rotate'})
+BLOCK = 512
+
+
+@dataclass
+class Tally:
+    outcomes: dict[str, int] = field(default_factory=lambda: {'stop': 0, 'motion': 0, 'other': 0})
+    latencies: list[float] = field(default_factory=list)
+    early: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def speech_end(samples: np.ndarray) -> int:
+    """Index just after the last sample above 1% of the peak (espeak-ng pads its output)."""
+    loud = np.flatnonzero(np.abs(samples) > 0.01 * float(np.max(np.abs(samples))))
+    return int(loud[-1]) + 1 if len(loud) else len(samples)
+
+
+def recording(speech: np.ndarray, condition: str, seed: int) -> tuple[np.ndarray, float]:
+    """Speech between silences with the condition's noise; returns it and the end of speech (s)."""
+    before, after = np.zeros(8000, np.float32), np.zeros(19200, np.float32)
+    samples = np.concatenate([before, speech, after])
+    rng = np.random.default_rng(seed)
+    if condition == 'clean':
+        level = 10 ** (-60 / 20)
+    elif condition == 'snr10':
+        active = speech[np.abs(speech) > 1e-4]
+        level = float(np.sqrt(np.mean(active ** 2))) / 10 ** (10 / 20)
+    else:
+        raise SystemExit(f'unknown condition {condition!r}: use clean or snr10')
+    noisy = samples + rng.standard_normal(len(samples)).astype(np.float32) * np.float32(level)
+    return noisy.astype(np.float32), (len(before) + speech_end(speech)) / 16000
+
+
+def run_one(pipeline: SpeechPipeline, events: list[TranscriptEvent], samples: np.ndarray) -> list[TranscriptEvent]:
+    events.clear()
+    pipeline.reset(16000)
+    for offset in range(0, len(samples), BLOCK):
+        pipeline.feed(samples[offset:offset + BLOCK])
+    pipeline.end_of_stream()
+    return [e for e in events if e.final]
+
+
+def outcome(finals: list[TranscriptEvent]) -> str:
+    if any(e.stop for e in finals):
+        return 'stop'
+    if any(MOTION_WORDS & set(words_of(e.text)) for e in finals):
+        return 'motion'
+    return 'other'
+
+
+def measure(condition: str, spoken: dict[tuple[str, str, int], np.ndarray],
+            stops: set[str], overrides: dict[str, object]) -> dict[str, Tally]:
+    config = load_config(overrides=overrides)
+    events: list[TranscriptEvent] = []
+    pipeline = SpeechPipeline(create_segmenter(config), create_recognizer(config), events.append,
+                              partial_interval_ms=config.partial_interval_ms)
+    tallies = {'stop': Tally(), 'command': Tally()}
+    for index, ((text, voice, rate), speech) in enumerate(spoken.items()):
+        samples, end_s = recording(speech, condition, seed=index)
+        finals = run_one(pipeline, events, samples)
+        kind = 'stop' if text in stops else 'command'
+        tally = tallies[kind]
+        result = outcome(finals)
+        tally.outcomes[result] += 1
+        heard = ' | '.join(e.text for e in finals) or '(nothing)'
+        if (kind == 'stop') != (result == 'stop'):
+            record = getattr(pipeline.recognizer, 'last_stop', None)
+            why = f', {record.reason.value}{" early" if record.early else ""}' if result == 'stop' and record else ''
+            tally.failures.append(f'{text!r} ({voice}, {rate}) -> {heard} [{result}{why}]')
+        stop_events = [e for e in finals if e.stop]
+        if kind == 'stop' and stop_events:
+            first = stop_events[0]
+            early = first.decode_s == 0.0 and first.end_s < end_s + config.segmenter.hangover_ms / 1000
+            tally.early += early
+            tally.latencies.append(first.end_s - end_s + first.decode_s)
+    return tallies
+
+
+def render(workdir: str) -> tuple[dict[tuple[str, str, int], np.ndarray], set[str]]:
+    stops = set(DEFAULT_STOP_PHRASES) | set(STOP_VARIANTS)
+    spoken = {}
+    for text in [*DEFAULT_STOP_PHRASES, *STOP_VARIANTS, *COMMANDS]:
+        for voice, rate in VOICES:
+            spoken[(text, voice, rate)] = speak(text, workdir, voice=voice, words_per_minute=rate).samples
+    return spoken, stops
+
+
+def summary(condition: str, tallies: dict[str, Tally]) -> dict[str, object]:
+    stop, command = tallies['stop'], tallies['command']
+    stop_total, command_total = sum(stop.outcomes.values()), sum(command.outcomes.values())
+    latencies = sorted(stop.latencies)
+    return {
+        'condition': condition,
+        'stop_utterances': stop_total,
+        'stop_rate': stop.outcomes['stop'] / stop_total,
+        'stop_to_motion': stop.outcomes['motion'],
+        'stop_to_other': stop.outcomes['other'],
+        'early_stops': stop.early,
+        'command_utterances': command_total,
+        'false_stop_rate': command.outcomes['stop'] / command_total,
+        'latency_median_ms': 1000 * statistics.median(latencies) if latencies else None,
+        'latency_p90_ms': 1000 * latencies[int(0.9 * (len(latencies) - 1))] if latencies else None,
+        'latency_max_ms': 1000 * latencies[-1] if latencies else None,
+        'missed_stops': stop.failures,
+        'false_stops': command.failures,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--conditions', nargs='+', default=['clean', 'snr10'], choices=['clean', 'snr10'])
+    parser.add_argument('--json', action='store_true', help='print one JSON object per condition')
+    parser.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
+                        help='speech settings to change, e.g. stop.early_confirmations=2 (YAML values)')
+    args = parser.parse_args(argv)
+    overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition('=') for item in args.set)}
+    with tempfile.TemporaryDirectory() as workdir:
+        spoken, stops = render(workdir)
+    for condition in args.conditions:
+        result = summary(condition, measure(condition, spoken, stops, overrides))
+        if args.json:
+            print(json.dumps(result), flush=True)
+            continue
+        print(f"{condition}: {result['stop_rate']:.1%} of {result['stop_utterances']} stop utterances became a stop "
+              f"({result['early_stops']} before the utterance ended), {result['stop_to_motion']} became motion, "
+              f"{result['stop_to_other']} something else; false stops on {result['command_utterances']} commands: "
+              f"{result['false_stop_rate']:.1%}; stop latency from the end of speech: median "
+              f"{result['latency_median_ms']:.0f} ms, p90 {result['latency_p90_ms']:.0f} ms, "
+              f"max {result['latency_max_ms']:.0f} ms", flush=True)
+        for line in result['missed_stops'] + result['false_stops']:
+            print(f'  {line}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
