@@ -109,16 +109,15 @@ class InputGate:
             return Decision(Verdict.IGNORE, ignored=IgnoreReason.INACTIVE)
         try:
             cleaned, removed = clean_text(text, self.settings.max_input_chars)
-            if undecodable and not self._stop_detector.is_stop(cleaned, self.settings.wake_word):
+            stop = self._stop_detector.is_stop(cleaned, self.settings.wake_word)
+            if undecodable and not stop:
                 raise InputError(undecodable)
         except InputError as exc:
             stop_text = self._stop_despite_surrogates(text)
             if stop_text:
                 return Decision(Verdict.STOP, text=stop_text)
             return Decision(Verdict.REFUSE, error=exc)
-        verdict = (Verdict.STOP if self._stop_detector.is_stop(cleaned, self.settings.wake_word)
-                   else Verdict.SUBMIT)
-        return Decision(verdict, text=cleaned, removed_controls=removed)
+        return Decision(Verdict.STOP if stop else Verdict.SUBMIT, text=cleaned, removed_controls=removed)
 
     def is_stop(self, text: str) -> bool:
         """Whether ``text`` (raw) is a stop request; text ``clean_text`` refuses never is."""
