@@ -1,4 +1,4 @@
-"""ministral_ros_interfaces: the messages imported here match their .msg/.srv sources, and
+"""ministral_ros_interfaces: the messages imported here match their .msg/.srv/.action sources, and
 tools/build_interfaces.sh builds them from scratch with plain CMake + ament_cmake against the PyPI
 wheels into a fresh prefix, from which they import and travel over real DDS (set-up b). The colcon
 workspace build (set-up a) is checked by tools/check_colcon_workspace.sh (colcon is not a test
@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+from ministral_ros_interfaces import action as interface_actions
 from ministral_ros_interfaces import msg as interface_msgs
 from ministral_ros_interfaces import srv as interface_srvs
 import pytest
@@ -19,7 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / 'interfaces' / 'ministral_ros_interfaces'
 SCRIPT = ROOT / 'tools' / 'build_interfaces.sh'
-_PRIMITIVES = {'string': 'string', 'float64': 'double', 'float32': 'float', 'bool': 'boolean'}
+_PRIMITIVES = {'string': 'string', 'float64': 'double', 'float32': 'float', 'bool': 'boolean',
+               'uint32': 'uint32'}
 
 
 def _parse_fields(text: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -62,6 +64,24 @@ def test_installed_service_matches_source():
         _parse_fields(response)[0]
 
 
+def test_installed_action_matches_source():
+    goal, result, feedback = (PACKAGE / 'action' / 'Plan.action').read_text().split('---')
+    plan = interface_actions.Plan
+    for cls, text in ((plan.Goal, goal), (plan.Result, result), (plan.Feedback, feedback)):
+        fields, constants = _parse_fields(text)
+        assert cls.get_fields_and_field_types() == fields, \
+            'the installed interfaces are stale: run tools/build_interfaces.sh'
+        for constant, value in constants.items():
+            assert getattr(cls, constant) == value
+
+
+def test_action_constants_match_the_node():
+    from ministral_ros.node.plan_goals import GOAL_SOURCES, STATE_PLANNING, STATE_QUEUED
+    plan = interface_actions.Plan
+    assert {plan.Goal.SOURCE_COMMAND, plan.Goal.SOURCE_TRANSCRIPT} == set(GOAL_SOURCES) - {''}
+    assert {plan.Feedback.STATE_QUEUED, plan.Feedback.STATE_PLANNING} == {STATE_QUEUED, STATE_PLANNING}
+
+
 def test_plan_status_constants_cover_plan_status():
     from ministral_ros.planning.plan import PlanStatus, RequestSource
     statuses = {v for k, v in vars(interface_msgs.ActionPlan).items() if k.startswith('STATUS_')}
@@ -76,6 +96,8 @@ ROUND_TRIP = textwrap.dedent("""
     where = ministral_ros_interfaces.__file__
     assert where.startswith(sys.argv[1]), where
     from ministral_ros_interfaces.msg import Action, ActionPlan
+    from ministral_ros_interfaces.action import Plan
+    assert Plan.Impl.SendGoalService and Plan.Feedback(state='queued').state == 'queued'
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     rclpy.init()
@@ -109,6 +131,7 @@ def test_build_script_builds_from_scratch_and_messages_travel(tmp_path):
     assert 'installed into' in done.stderr
     site = next(prefix.glob('lib/python3*/site-packages'))
     assert (site / 'ministral_ros_interfaces' / 'msg' / '_action_plan.py').is_file()
+    assert (site / 'ministral_ros_interfaces' / 'action' / '_plan.py').is_file()
     assert (prefix / 'share' / 'ament_index' / 'resource_index' / 'packages' /
             'ministral_ros_interfaces').is_file()
     run_env = dict(os.environ, PYTHONPATH=str(site),

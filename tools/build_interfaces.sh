@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the ministral_ros_interfaces messages (interfaces/ministral_ros_interfaces) with plain CMake
-# + ament_cmake against the PyPI ros-* wheels, and install them into the virtual environment
+# Build the ministral_ros_interfaces messages, service and action (interfaces/ministral_ros_interfaces)
+# with plain CMake + ament_cmake against the PyPI ros-* wheels, and install them into the virtual environment
 # (pip/venv set-up). Idempotent: skips the build when the interface sources and this script are
 # unchanged since the last successful install and the module imports. On a robot with ROS
 # installed, build the interfaces with colcon instead (README, "Install on a robot").
@@ -36,9 +36,9 @@ if [ "$(cd "$prefix" 2>/dev/null && pwd)" != "$(cd "$venv" && pwd)" ]; then
   site="$("$python" -c 'import sys, sysconfig; print(sysconfig.get_path("purelib", vars={"base": sys.argv[1]}))' "$prefix")"
   import_env=(env "PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}" "LD_LIBRARY_PATH=$prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
 fi
-want="$( (cd "$src" && find . -type f \( -name '*.msg' -o -name '*.srv' -o -name 'CMakeLists.txt' -o -name 'package.xml' \) | LC_ALL=C sort | xargs sha256sum; sha256sum "$root/tools/build_interfaces.sh") | sha256sum | cut -d' ' -f1)"
+want="$( (cd "$src" && find . -type f \( -name '*.msg' -o -name '*.srv' -o -name '*.action' -o -name 'CMakeLists.txt' -o -name 'package.xml' \) | LC_ALL=C sort | xargs sha256sum; sha256sum "$root/tools/build_interfaces.sh") | sha256sum | cut -d' ' -f1)"
 if [ "${FORCE:-0}" != 1 ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] \
-   && "${import_env[@]}" "$python" -c 'import ministral_ros_interfaces.msg' 2>/dev/null; then
+   && "${import_env[@]}" "$python" -c 'import ministral_ros_interfaces.msg, ministral_ros_interfaces.action' 2>/dev/null; then
   log "up to date"
   exit 0
 fi
@@ -69,7 +69,7 @@ cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)" >"$build/build.log" 2
   || { tail -40 "$build/build.log" >&2; log "build failed (full log: $build/build.log)"; exit 1; }
 cmake --install "$build" >"$build/install.log" 2>&1 \
   || { tail -20 "$build/install.log" >&2; log "install failed (full log: $build/install.log)"; exit 1; }
-if ! "${import_env[@]}" "$python" -c 'from ministral_ros_interfaces.msg import ActionPlan, Action, ActionResult; from ministral_ros_interfaces.srv import PlanCommand' ; then
+if ! "${import_env[@]}" "$python" -c 'from ministral_ros_interfaces.msg import ActionPlan, Action, ActionResult; from ministral_ros_interfaces.srv import PlanCommand; from ministral_ros_interfaces.action import Plan' ; then
   log "installed, but 'import ministral_ros_interfaces' fails in $python"
   exit 1
 fi

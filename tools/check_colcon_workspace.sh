@@ -55,12 +55,14 @@ node="$ws/install/ministral_ros/lib/ministral_ros/ministral_node"
 [ -x "$node" ] || { log "missing $node (ros2 run looks there)"; exit 1; }
 (cd /tmp && "$python" -c '
 import ministral_ros, ministral_ros_interfaces.msg as m
+from ministral_ros_interfaces.action import Plan  # the action type is built too
 from ament_index_python.packages import get_package_share_directory as share
 assert "/install/" in ministral_ros.__file__ and "/install/" in m.__file__, (ministral_ros.__file__, m.__file__)
 print(share("ministral_ros"), share("ministral_ros_interfaces"))') >&2
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 # Start the node, wait (up to 60 s: imports are slow on a loaded machine) until its latched
-# ~/status is published, then Ctrl-C it: it must exit 0 without a traceback.
+# ~/status is published and its ~/plan action server is up, then Ctrl-C it: it must exit 0
+# without a traceback.
 "$python" "$node" --ros-args -p autostart:=false -r __ns:=/colcon_check > "$ws/node.log" 2>&1 &
 pid=$!
 set +e
@@ -68,10 +70,11 @@ set +e
 import sys, time, rclpy
 rclpy.init()
 probe = rclpy.create_node("colcon_check_probe")
+topics = ("/colcon_check/ministral/status", "/colcon_check/ministral/plan/_action/status")
 deadline = time.monotonic() + 60
-while probe.count_publishers("/colcon_check/ministral/status") == 0 and time.monotonic() < deadline:
+while not all(probe.count_publishers(t) for t in topics) and time.monotonic() < deadline:
     rclpy.spin_once(probe, timeout_sec=0.2)
-sys.exit(0 if probe.count_publishers("/colcon_check/ministral/status") else 1)') >&2
+sys.exit(0 if all(probe.count_publishers(t) for t in topics) else 1)') >&2
 ready=$?
 kill -INT "$pid" 2>/dev/null
 for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -79,10 +82,10 @@ kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid"; log "ministral_node ignored C
 wait "$pid"
 status=$?
 set -e
-[ "$ready" -eq 0 ] || { cat "$ws/node.log" >&2; log "ministral_node did not come up within 60 s"; exit 1; }
+[ "$ready" -eq 0 ] || { cat "$ws/node.log" >&2; log "ministral_node (status, ~/plan action) did not come up within 60 s"; exit 1; }
 if [ "$status" -ne 0 ] || grep -q Traceback "$ws/node.log"; then
   cat "$ws/node.log" >&2
   log "ministral_node did not start and stop cleanly (exit $status)"
   exit 1
 fi
-log "ok: workspace build, imports, installed launch/config, node start/stop"
+log "ok: workspace build, imports, installed launch/config, node start/stop, ~/plan action server"

@@ -23,6 +23,7 @@ class CancelReason(Enum):
     SHUTDOWN = 'shutdown'
     ERROR = 'error'                        # the lifecycle's error processing
     TIMEOUT = 'timeout'                    # over request_timeout_s: answered with an error plan
+    CLIENT = 'client'                      # the action client cancelled its goal (~/plan action)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ DEACTIVATED = Cancellation(CancelReason.DEACTIVATED, 'cancelled: the node was de
 CLEANED_UP = Cancellation(CancelReason.CLEANED_UP, 'cancelled: the node was cleaned up')
 SHUTTING_DOWN = Cancellation(CancelReason.SHUTDOWN, 'cancelled: the node is shutting down')
 LIFECYCLE_ERROR = Cancellation(CancelReason.ERROR, 'cancelled: the node hit an error')
+CLIENT_CANCELLED = Cancellation(CancelReason.CLIENT, 'cancelled: the action client cancelled the goal')
 DROPPED_SHUTTING_DOWN = Cancellation(CancelReason.SHUTDOWN, 'dropped: the node is shutting down')
 # A request whose cancel event was set without a recorded reason (cannot happen today; a plan
 # always names why it was cancelled).

@@ -18,7 +18,8 @@ request answered at deactivation (its "cancelled" plan) must still reach the sub
 Topics (relative to the node, remappable): ``~/command``, ``~/transcript`` (std_msgs/String) and
 ``~/action_result`` (ministral_ros_interfaces/ActionResult) in; ``~/plan`` (ActionPlan),
 ``~/plan_json`` (std_msgs/String), ``~/status`` (std_msgs/String, JSON, latched) and
-``/diagnostics`` out; service ``~/plan_command`` (PlanCommand) for request/response use.
+``/diagnostics`` out; service ``~/plan_command`` (PlanCommand) for request/response use; action
+``~/plan`` (Plan: cancellable, with progress feedback; ``plan_action_node``).
 
 Concurrency contract (MultiThreadedExecutor, see ``spin_node.run_node``):
 - ``_lifecycle_group`` (the node's default, mutually exclusive group): lifecycle and parameter
@@ -29,6 +30,10 @@ Concurrency contract (MultiThreadedExecutor, see ``spin_node.run_node``):
   generation runs or the model loads.
 - ``_service_group`` (reentrant): ``~/plan_command``; its handler is a coroutine that awaits the
   plan without holding an executor thread.
+- ``_action_group`` (reentrant): the ``~/plan`` action server (``plan_action_node``). Goal, cancel
+  and result requests overlap and never wait for the model; a goal's execute callback is a
+  coroutine that awaits its plan like ``~/plan_command``; a cancel request only asks the worker to
+  cancel (returns at once). Feedback is published from the plan worker thread.
 - ``_timer_group`` (mutually exclusive): diagnostics.
 - The ``PlanWorker`` thread runs the backend and publishes plans (rclpy publishers are
   thread-safe). The ``RequestRouter`` makes "is the node active?" and the hand-over to the worker
@@ -62,6 +67,7 @@ from ministral_ros.node.message_gaps import SequenceGaps
 from ministral_ros.node.model_slot import BackendFactory, ModelSlot
 from ministral_ros.node.param_descriptors import declared_default, descriptor_for
 from ministral_ros.node.params import NodeSettings, PARAMS, PARAMS_BY_NAME, read_only_message
+from ministral_ros.node.plan_action_node import PlanActionServer
 from ministral_ros.node.plan_messages import plan_to_json, plan_to_msg
 from ministral_ros.node.plan_worker import PlanWorker, QueuedRequest
 from ministral_ros.node.planner_status import NodeView, PlannerCounter, PlannerHealth, primary_state, status_payload
@@ -130,6 +136,7 @@ class MinistralNode(LifecycleNode):
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._action_group = ReentrantCallbackGroup()
         # Topics keep up to 1000 samples in DDS (a burst beyond that loses its oldest, counted as
         # lost_messages); the node's bounded queue and overflow policy then decide.
         inputs = reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
@@ -154,6 +161,7 @@ class MinistralNode(LifecycleNode):
                             callback_group=self._service_group)
         self.create_service(Trigger, '~/reset_history', self._on_reset_history,
                             callback_group=self._service_group)
+        self._plan_action = PlanActionServer(self, self, self._router, self._action_group)
         self.create_timer(self.settings.diagnostics_period_s,
                           guard_timer(self._publish_diagnostics, self._health),
                           callback_group=self._timer_group)
@@ -233,7 +241,7 @@ class MinistralNode(LifecycleNode):
         worker = PlanWorker(backend, self._on_plan, queue_size=settings.queue_size,
                             overflow_policy=settings.overflow_policy,
                             timeout_s=settings.request_timeout_s,
-                            on_busy=lambda _request_id: self._publish_status())
+                            on_busy=self._on_busy, on_token=self._plan_action.on_token)
         worker.start()
         self._router.attach(worker)
         self.get_logger().info(f'configured: model {settings.resolved_model_dir()} '
@@ -269,10 +277,11 @@ class MinistralNode(LifecycleNode):
 
     def answer_pending(self, executor: Any, timeout_s: float = 1.0) -> None:
         """Before a shutdown: release the model, which publishes "cancelled" for every pending
-        request, then spin ``executor`` until the waiting service calls have sent their answers."""
+        request, then spin ``executor`` until the waiting service calls and ``~/plan`` goals have sent
+        their answers."""
         self.release(SHUTTING_DOWN)
         deadline = time.monotonic() + timeout_s
-        while self._calls_in_flight and time.monotonic() < deadline:
+        while (self._calls_in_flight or self._plan_action.in_flight()) and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.02)
 
     def release(self, cancellation: Cancellation) -> None:
@@ -315,16 +324,13 @@ class MinistralNode(LifecycleNode):
                 self._calls_in_flight -= 1
 
     async def _plan_command(self, request: Any, response: Any) -> Any:
-        future: Future = Future()
         request_id = new_request_id()
-        with self._lock:
-            self._waiting_calls[request_id] = future
+        future = self.expect_plan(request_id)
         handled = self._router.text(request.text, RequestSource.COMMAND,
                                     self.resolve_service_name('~/plan_command'), time.monotonic(),
                                     request_id=request_id)
         if not handled:
-            with self._lock:
-                self._waiting_calls.pop(request_id, None)
+            self.forget_plan(request_id)
             response.plan = interface_msgs.ActionPlan(
                 request_id=request_id, source=RequestSource.COMMAND.value, status='error',
                 source_text=echo(request.text),
@@ -334,7 +340,23 @@ class MinistralNode(LifecycleNode):
         response.plan = await future
         return response
 
+    def expect_plan(self, request_id: str) -> Future:
+        """A future that gets the ActionPlan message published for ``request_id`` (``_on_plan``):
+        ``~/plan_command`` calls and ``~/plan`` goals wait on it."""
+        future: Future = Future()
+        with self._lock:
+            self._waiting_calls[request_id] = future
+        return future
+
+    def forget_plan(self, request_id: str) -> None:
+        with self._lock:
+            self._waiting_calls.pop(request_id, None)
+
     # ------------------------------------------------------------------ output
+    def _on_busy(self, request_id: str) -> None:
+        self._publish_status()
+        self._plan_action.on_busy(request_id)
+
     def _on_plan(self, plan: Plan, item: QueuedRequest) -> None:
         """Publish one plan (called from the worker thread and from input callbacks)."""
         if not self.context.ok():  # shutting down after Ctrl-C: nobody is listening any more

@@ -2,7 +2,7 @@
 wait for the model.
 
 Contract with the node (which owns the ROS side):
-- ``submit``, ``cancel_all``, ``add_result``, ``reset_history`` and ``set_limits`` return at once;
+- ``submit``, ``cancel_all``, ``cancel``, ``add_result``, ``reset_history`` and ``set_limits`` return at once;
   they are called from ROS callbacks on any executor thread.
 - Every submitted request is answered by exactly one ``on_plan`` call: its plan, or a "cancelled"
   plan when the overflow policy drops it or a stop/deactivation cancels it, or an "error" plan on
@@ -91,10 +91,12 @@ def cancelled_plan(item: QueuedRequest, cancellation: Cancellation) -> Plan:
 class PlanWorker:
     def __init__(self, backend: PlanBackend, on_plan: PlanCallback, *, queue_size: int,
                  overflow_policy: str, timeout_s: float,
-                 on_busy: Callable[[str], None] | None = None) -> None:
+                 on_busy: Callable[[str], None] | None = None,
+                 on_token: Callable[[str, str], None] | None = None) -> None:
         self._backend = backend
         self._on_plan = on_plan
         self._on_busy = on_busy or (lambda request_id: None)
+        self._on_token = on_token  # (request_id, text) for each streamed token; must not block
         self._queue: RequestQueue[QueuedRequest] = RequestQueue(queue_size, overflow_policy)
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
@@ -156,6 +158,26 @@ class PlanWorker:
         with self._lock:
             self.stats.cancelled += len(waiting)
         return len(waiting) + int(running)
+
+    def cancel(self, request_id: str, cancellation: Cancellation) -> bool:
+        """Cancel one request, running (its generation) or waiting (taken out of the queue and
+        answered at once); False when it is neither (already answered, or unknown)."""
+        running = False
+
+        def cancel_if_running() -> None:  # under the queue's lock: nothing is taken in between
+            nonlocal running
+            with self._lock:
+                current = self._current
+            if current is not None and current.request.request_id == request_id:
+                running = self._cancel_current(cancellation)
+
+        waiting = self._queue.remove(lambda item: item.request.request_id == request_id,
+                                     then=cancel_if_running)
+        for item in waiting:
+            self._publish(cancelled_plan(item, cancellation), item)
+        with self._lock:
+            self.stats.cancelled += len(waiting)
+        return running or bool(waiting)
 
     def add_result(self, result: ActionResult) -> None:
         with self._lock:
@@ -301,10 +323,13 @@ class PlanWorker:
             timer.daemon = True
             timer.start()
         tokens = 0
+        request_id, listener = item.request.request_id, self._on_token
 
-        def count_token(_: str) -> None:
+        def count_token(text: str) -> None:
             nonlocal tokens
             tokens += 1
+            if listener is not None:
+                listener(request_id, text)
 
         started = time.monotonic()
         try:

@@ -7,7 +7,7 @@
 The queue never blocks its producers (ROS callbacks); it returns what it dropped so that the caller
 can answer each dropped request. Thread-safe.
 
-``push``, ``pop`` and ``clear`` take an optional hook that runs while the queue's lock is held, so
+``push``, ``pop``, ``clear`` and ``remove`` take an optional hook that runs while the queue's lock is held, so
 that the caller can make "taken from the queue" and "recorded as running" (or "queue cleared" and
 "running request cancelled") one step: no request is ever in neither place, where a cancellation
 could miss it. Hooks must be quick and must not call back into the queue.
@@ -101,6 +101,17 @@ class RequestQueue(Generic[T]):
             if then is not None:
                 then()
             return items
+
+    def remove(self, match: Callable[[T], bool], then: Callable[[], None] | None = None) -> list[T]:
+        """Take the waiting items ``match`` picks out of the queue and return them; ``then()`` runs
+        under the lock afterwards."""
+        with self._cond:
+            taken = [item for item in self._items if match(item)]
+            if taken:
+                self._items = deque(item for item in self._items if not match(item))
+            if then is not None:
+                then()
+            return taken
 
     def wake(self) -> None:
         """Wake a waiting ``pop`` (it returns None if nothing is queued)."""
