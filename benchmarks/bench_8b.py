@@ -103,7 +103,7 @@ def stage_engine(args: argparse.Namespace, results: Results) -> None:
             continue
         command = [sys.executable, str(HERE / 'bench_8b_engine.py'), str(args.work / precision), '--provider', 'cpu',
                    '--threads', str(args.threads), '--contexts', ','.join(map(str, args.contexts))]
-        report = run_child(command)
+        report = run_child(command + (['--no-real-prompt'] if args.no_real_prompt else []))
         report['step_bytes'] = memory_bandwidth.onnx_step_bytes(args.work / precision)
         results.put(key, report)
 
@@ -186,6 +186,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='made by tools/setup_llama_cpp.sh')
     parser.add_argument('--redo', type=lambda t: _comma_list(t, STAGES), default=[], help='stages to run again')
     parser.add_argument('--keep-f16', action='store_true', help='keep the 16 GB f16 GGUF')
+    parser.add_argument('--no-real-prompt', action='store_true',
+                        help="skip the node's real prompt in the engine stage (a 1.3k-token cold prefill)")
     parser.add_argument('--report', action='store_true', help='only print the tables from results.json')
     args = parser.parse_args(argv)
     if args.threads < 1 or args.layers < 1 or args.workers < 1:

@@ -269,6 +269,24 @@ def test_ministral_8b_params_json_maps_to_its_ragged_pattern():
         config_from_params({**params, 'sliding_window': [131072, 32768, 32768, 32768, 32768]}, Path('params.json'))
 
 
+def test_ministral_8b_hub_config_keeps_its_128k_context():
+    """The hub config.json of Ministral-8B-Instruct-2410 says max_position_embeddings 32768 (its uniform
+    window); the model's context is 128k, as its params.json says: both layouts export 131072 positions."""
+    import sys
+    from ministral_ros.export.exporter import context_length
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
+    from write_random_8b import hub_config
+    hub = hub_config(36)
+    assert hub['max_position_embeddings'] == 32768
+    assert context_length(hub) == 131072
+    assert context_length(hub, 'config') == 32768  # the config as written
+    assert context_length({**hub, 'num_hidden_layers': 4}) == 32768  # another model: its own figure
+    params = {'dim': 4096, 'n_layers': 36, 'head_dim': 128, 'hidden_dim': 12288, 'n_heads': 32, 'n_kv_heads': 8,
+              'rope_theta': 100000000.0, 'norm_eps': 1e-05, 'vocab_size': 131072,
+              'sliding_window': [131072, 32768, 32768, 32768]}
+    assert context_length(config_from_params(params, Path('params.json'))) == 131072
+
+
 def _rope(x: np.ndarray, angles: np.ndarray, interleaved: bool) -> np.ndarray:
     """Rotate ``x`` [D] by ``angles`` [D/2]: pairs (2i, 2i+1) (Mistral) or (i, i + D/2) (rotate_half)."""
     half = x.shape[0] // 2

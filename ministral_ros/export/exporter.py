@@ -61,6 +61,7 @@ EXTERNAL_DATA_FILE = 'model.onnx_data'
 PROTOBUF_LIMIT = 2 * 1024 ** 3 - 64 * 1024 ** 2
 SUPPORTED_MODEL_TYPES = ('mistral', 'ministral')
 MINISTRAL_8B_PATTERN = ('full', 'sliding', 'sliding', 'sliding')
+MINISTRAL_8B_CONTEXT = 131072  # the model's 128k context; its hub config.json says 32768
 DEFAULT_OPSET = 17
 ATTENTION_KINDS = ('gqa', 'bias')
 DEFAULT_ATTENTION = 'gqa'
@@ -121,6 +122,18 @@ def resolve_layer_windows(config: dict, layer_pattern: str = 'auto') -> tuple[li
     if 'sliding' in pattern and window is None:
         raise ExportError('the layer pattern has sliding layers but config.json has no sliding_window')
     return [window if pattern[i % len(pattern)] == 'sliding' else None for i in range(layers)], origin
+
+
+def context_length(config: dict, layer_pattern: str = 'auto') -> int:
+    """Positions the exported model supports (its RoPE table and the manifest's max_position_embeddings).
+
+    The config's ``max_position_embeddings``, except for Ministral-8B-Instruct-2410's hub config under
+    ``auto``: that says 32768 (= its uniform window), while the model's context is 128k, as Mistral's own
+    ``params.json`` for it says (``checkpoint_reader`` reads 131072 from there); both layouts then agree.
+    """
+    if layer_pattern == 'auto' and config.get('layer_types') is None and _is_ministral_8b_2410(config):
+        return MINISTRAL_8B_CONTEXT
+    return int(config.get('max_position_embeddings') or 32768)
 
 
 @dataclass(frozen=True)
@@ -266,6 +279,7 @@ def export_model(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp3
         return export_streaming(src, out, precision, layer_pattern=layer_pattern, overwrite=overwrite)
     config = _read_source_config(src)
     windows, origin = resolve_layer_windows(config, layer_pattern)
+    config['max_position_embeddings'] = context_length(config, layer_pattern)
     logger.info('%s', origin)
     logger.info('layer windows: %s', ', '.join('full' if w is None else str(w) for w in windows))
     logger.info('export %s at %s: %s', src, precision, estimate_resources(config, precision).describe())
@@ -361,4 +375,5 @@ def package_versions(packages: tuple[str, ...] = TRACED_PACKAGES) -> dict[str, s
     return versions
 
 
-__all__ = ['ExportError', 'ModelFolderError', 'export_model', 'resolve_layer_windows', 'estimate_resources']
+__all__ = ['ExportError', 'ModelFolderError', 'context_length', 'export_model', 'resolve_layer_windows',
+           'estimate_resources']

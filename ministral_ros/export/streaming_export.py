@@ -28,6 +28,7 @@ from ministral_ros.engine.manifest import describe_files, Manifest, MANIFEST_NAM
 from ministral_ros.export.checkpoint_reader import Checkpoint, open_checkpoint
 from ministral_ros.export.exporter import (
     architecture_for,
+    context_length,
     copy_tokenizer,
     count_parameters,
     DEFAULT_OPSET,
@@ -106,6 +107,7 @@ def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 
     checkpoint = open_checkpoint(src_dir)
     out = Path(out_dir)
     windows, origin = resolve_layer_windows(checkpoint.config, layer_pattern)
+    checkpoint.config['max_position_embeddings'] = context_length(checkpoint.config, layer_pattern)
     logger.info('%s (%s layout); layer windows: %s', origin, checkpoint.layout,
                 ', '.join('full' if w is None else str(w) for w in windows))
     logger.info('export %s at %s: %s', checkpoint.src, precision, describe_streamed_needs(checkpoint.config, precision))
