@@ -56,7 +56,7 @@ def test_settings_defaults_match_param_table():
     defaults = NodeSettings()
     for spec in PARAMS:
         expected = tuple(spec.default) if isinstance(spec.default, list) else spec.default
-        assert getattr(defaults, spec.name) == expected, spec.name
+        assert getattr(defaults, spec.attribute) == expected, spec.name
         assert spec.description.strip()
 
 

@@ -3,7 +3,10 @@
 #   - colcon in its own virtual environment (.venv-colcon; kept apart because colcon brings pytest
 #     plugins of its own), for the robot-workspace build test;
 #   - the audio services of the voice tests (tools/audio_services.sh: espeak-ng, sox, PulseAudio
-#     with a null sink).
+#     with a null sink);
+#   - vLLM (CPU build) in .venv-vllm for the fleet-backend tests against a real server
+#     (tools/setup_vllm.sh: ~1.5-5 minutes and 3.4 GB the first time; MINISTRAL_SKIP_VLLM=1 leaves it
+#     out, and test/test_fleet_vllm.py then skips saying so).
 # Prints `export NAME=value` lines for the test run on stdout; logs go to stderr.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,3 +26,6 @@ if [ ! -x "$colcon_venv/bin/colcon" ]; then
 fi
 printf 'export COLCON=%q\n' "$colcon_venv/bin/colcon"
 bash "$root/tools/audio_services.sh"
+if [ "${MINISTRAL_SKIP_VLLM:-0}" != 1 ]; then
+  bash "$root/tools/setup_vllm.sh" || log 'vLLM could not be installed: test/test_fleet_vllm.py will skip'
+fi

@@ -1,10 +1,13 @@
-"""``ministral-ros plan MODEL_DIR "text"``: one command in, the action plan out (no ROS needed)."""
+"""``ministral-ros plan MODEL_DIR "text"``: one command in, the action plan out (no ROS needed).
+With ``--backend openai --base-url URL --model NAME`` the plan is made on an OpenAI-compatible
+server instead (``plan_remote``; no MODEL_DIR)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import threading
+from typing import Any
 import uuid
 
 from ministral_ros.cli import CommandError
@@ -13,7 +16,8 @@ HELP = 'turn one command into an action plan with the model (constrained to the 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('model_dir', metavar='MODEL_DIR', help='exported model folder (ministral-ros export)')
+    parser.add_argument('model_dir', metavar='MODEL_DIR', nargs='?', default=None,
+                        help='exported model folder (ministral-ros export); not with --backend openai')
     parser.add_argument('text', metavar='TEXT', help='the command, e.g. "go to the kitchen and pick up the cup"')
     parser.add_argument('--actions', metavar='FILE', default=None,
                         help='action vocabulary YAML (default: config/actions.yaml)')
@@ -31,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--threads', type=int, default=0, help='onnxruntime threads (0 = one per core)')
     parser.add_argument('--max-context', type=int, default=None, help='KV cache length (default: engine default)')
     parser.add_argument('--stream', action='store_true', help='echo the model output on stderr as it is generated')
+    from ministral_ros.commands.plan_remote import add_remote_arguments
+
+    add_remote_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,12 +47,18 @@ def run(args: argparse.Namespace) -> int:
     from ministral_ros.planning.backend import PlanRequest
     from ministral_ros.planning.constraint import ConstraintError, ConstraintOptions
     from ministral_ros.planning.conversation import HistoryPolicy
-    from ministral_ros.planning.plan import PlanStatus, RequestSource
+    from ministral_ros.planning.plan import RequestSource
     from ministral_ros.planning.planner import DEFAULT_SYSTEM_PROMPT, Planner, PlannerConfig
     from ministral_ros.planning.vocabulary import VocabularyError
 
     if not args.text.strip():
         raise CommandError('the command text is empty; pass one, e.g. "go to the kitchen"')
+    if args.backend == 'openai':
+        from ministral_ros.commands.plan_remote import run_remote
+
+        return run_remote(args)
+    if args.model_dir is None:
+        raise CommandError('MODEL_DIR is missing: pass the exported model folder (or --backend openai)')
     try:
         config = PlannerConfig(
             system_prompt=DEFAULT_SYSTEM_PROMPT if args.system_prompt is None else args.system_prompt,
@@ -68,7 +81,14 @@ def run(args: argparse.Namespace) -> int:
         planner.close()
     if args.stream:
         sys.stderr.write('\n')
-    if args.json:
+    return print_plan(plan, args.json)
+
+
+def print_plan(plan: Any, as_json: bool) -> int:
+    """Print ``plan`` (one JSON object, or readable lines); 1 for an ERROR plan, else 0."""
+    from ministral_ros.planning.plan import PlanStatus
+
+    if as_json:
         print(json.dumps(plan.to_dict(), ensure_ascii=False))
     else:
         print(f'status: {plan.status.value}')
@@ -81,8 +101,10 @@ def run(args: argparse.Namespace) -> int:
             print(f'error: {plan.error}')
         stats = plan.stats
         if 'generated_tokens' in stats:
-            print(f'({int(stats["prompt_tokens"])} prompt tokens, {int(stats["reused_prefix_tokens"])} from the '
-                  f'warm prefix; {int(stats["generated_tokens"])} generated; {stats["total_s"]:.2f} s)')
+            warm = (f', {int(stats["reused_prefix_tokens"])} from the warm prefix' if 'reused_prefix_tokens' in stats
+                    else '')
+            print(f'({int(stats["prompt_tokens"])} prompt tokens{warm}; {int(stats["generated_tokens"])} generated; '
+                  f'{stats["total_s"]:.2f} s)')
     return 1 if plan.status == PlanStatus.ERROR else 0
 
 

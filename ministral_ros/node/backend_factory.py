@@ -1,4 +1,7 @@
-"""Builds the node's ``PlanBackend`` from its settings (model folder + parameters).
+"""Builds the node's ``PlanBackend`` from its settings (model folder + parameters): the local
+planner, or with ``backend: openai`` the remote one (``planning.openai_backend``), wrapped with the
+local planner as fallback when ``openai.fallback`` is local. ``backend_diagnostics`` gives a
+backend's own /diagnostics figures (the server's, for the remote one).
 
 The node calls ``create_backend`` on configure, in the lifecycle callback; everything slow (loading
 the ONNX model, warming the prompt prefix) happens here. Any failure is raised as ``BackendError``
@@ -16,6 +19,18 @@ from ministral_ros.planning.backend import PlanBackend
 
 class BackendError(RuntimeError):
     """The backend cannot be built; the message says why and how to fix it."""
+
+
+def backend_diagnostics(backend: PlanBackend | None) -> dict[str, str]:
+    """A backend's own figures for /diagnostics (a remote backend's server latency, errors,
+    retries, fallbacks; see ``planning.openai_stats``); empty for the local planner."""
+    figures = getattr(backend, 'diagnostics', None)
+    if not callable(figures):
+        return {}
+    try:
+        return {str(key): str(value) for key, value in figures().items()}
+    except Exception:  # noqa: BLE001 - a report must never break the node
+        return {}
 
 
 def check_model_dir(model_dir: Path, explicit: bool) -> None:
@@ -56,14 +71,69 @@ def max_new_tokens_problem(backend: PlanBackend, settings: NodeSettings) -> str:
 
 
 def create_backend(settings: NodeSettings) -> PlanBackend:
-    """The real backend: ``ministral_ros.planning.planner.Planner`` on the configured model."""
-    model_dir = settings.resolved_model_dir()
-    check_model_dir(model_dir, explicit=bool(settings.model_dir))
+    """The configured backend: the local ``Planner`` (backend local), or ``OpenAIBackend`` on a
+    chat-completions server (backend openai), wrapped in a ``FallbackBackend`` with the local
+    planner when ``openai.fallback`` is local."""
+    if settings.backend != 'openai':
+        return create_local_backend(settings)
+    remote = create_openai_backend(settings)
+    if settings.openai_fallback != 'local':
+        return remote
+    from ministral_ros.planning.openai_fallback import FallbackBackend
+
+    try:
+        local = create_local_backend(settings)
+    except BackendError as error:
+        raise BackendError(f'openai.fallback is local, but the local model cannot be loaded: {error} '
+                           '(or set openai.fallback to error)') from error
+    return FallbackBackend(remote, local)
+
+
+def _vocabulary_file(settings: NodeSettings) -> Path | None:
     actions_file = Path(settings.actions_file).expanduser() if settings.actions_file else None
     if actions_file is not None and not actions_file.is_file():
         raise BackendError(f'actions_file {actions_file} does not exist: set the parameter '
                            "actions_file to the robot's action vocabulary file (or leave it "
                            'empty for the built-in demo vocabulary)')
+    return actions_file
+
+
+def create_openai_backend(settings: NodeSettings) -> PlanBackend:
+    """``OpenAIBackend`` from the ``openai.*`` parameters (no request is sent here)."""
+    if not settings.openai_model.strip():
+        raise BackendError('backend is openai but openai.model is empty: set it to the model name the '
+                           'server serves (vLLM: the path or --served-model-name)')
+    actions_file = _vocabulary_file(settings)
+    from ministral_ros.planning.constraint import ConstraintOptions
+    from ministral_ros.planning.conversation import HistoryPolicy
+    from ministral_ros.planning.openai_backend import OpenAIBackend, OpenAIPlannerConfig
+    from ministral_ros.planning.openai_credentials import CredentialsError, read_api_key
+    from ministral_ros.planning.openai_stream import ClientConfig
+    from ministral_ros.planning.vocabulary import load_vocabulary, VocabularyError
+
+    try:
+        client = ClientConfig(base_url=settings.openai_base_url, model=settings.openai_model,
+                              api_key=read_api_key(settings.openai_api_key_env, settings.openai_api_key_file),
+                              connect_timeout_s=settings.openai_connect_timeout_s,
+                              read_timeout_s=settings.openai_read_timeout_s, retries=settings.openai_retries,
+                              retry_backoff_s=settings.openai_retry_backoff_s)
+        config = OpenAIPlannerConfig(client, generation=settings.generation_config(),
+                                     constraint=ConstraintOptions(allow_reply=settings.allow_reply,
+                                                                  max_calls=settings.max_actions),
+                                     history=HistoryPolicy(max_exchanges=settings.history_turns),
+                                     max_input_chars=settings.max_input_chars,
+                                     output_mode=settings.openai_output_mode,
+                                     **({'system_prompt': settings.system_prompt} if settings.system_prompt else {}))
+        return OpenAIBackend(load_vocabulary(actions_file), config)
+    except (CredentialsError, VocabularyError, ValueError) as error:
+        raise BackendError(f'backend openai: {error}') from error
+
+
+def create_local_backend(settings: NodeSettings) -> PlanBackend:
+    """The local backend: ``ministral_ros.planning.planner.Planner`` on the configured model."""
+    model_dir = settings.resolved_model_dir()
+    check_model_dir(model_dir, explicit=bool(settings.model_dir))
+    actions_file = _vocabulary_file(settings)
     try:
         from ministral_ros.planning.constraint import ConstraintOptions
         from ministral_ros.planning.conversation import HistoryPolicy

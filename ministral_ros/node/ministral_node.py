@@ -52,6 +52,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from ministral_ros.node.backend_factory import (
+    backend_diagnostics,
     BackendError,
     create_backend,
     max_new_tokens_problem,
@@ -397,7 +398,7 @@ class MinistralNode(LifecycleNode):
                         state=state or self.lifecycle_state(), settings=self.settings,
                         configure_error=self._configure_error,
                         active_provider=backend.provider if backend is not None else '',
-                        worker=self._router.worker)
+                        worker=self._router.worker, backend_values=backend_diagnostics(backend))
 
     def status_dict(self) -> dict[str, Any]:
         return status_payload(self._view())

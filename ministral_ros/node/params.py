@@ -28,6 +28,9 @@ DEFAULT_MODEL_NAME = 'ministral-robot-demo'
 
 OVERFLOW_POLICIES = ('drop_oldest', 'drop_newest', 'preempt')
 EXECUTION_PROVIDERS = ('cpu', 'cuda', 'tensorrt', 'auto')
+BACKENDS = ('local', 'openai')
+OPENAI_OUTPUT_MODES = ('auto', 'json_schema', 'tools')
+OPENAI_FALLBACKS = ('error', 'local')
 DEFAULT_STOP_PHRASES = STANDARD_STOP_PHRASES  # one list, shared with the speech node
 _SPEC = 'ministral_param'  # the dataclass field metadata key holding a field's ParamSpec
 # Bounds on what is matched against every utterance on the stop path (a 1 MB wake word made each
@@ -54,15 +57,17 @@ class ParamSpec:
     low_exclusive: bool = False
     choices: tuple[str, ...] = ()
     notes: str = ''
+    attribute: str = ''  # the NodeSettings field (the name without dots: openai.model -> openai_model)
 
     def __post_init__(self) -> None:
         if (self.low is None) != (self.high is None):
             raise ValueError(f'parameter {self.name}: give both low and high, or neither')
 
 
-def _param(default: Any, description: str, summary: str, **limits: Any) -> Any:
-    """A NodeSettings field that is also a node parameter (see ``ParamSpec`` for ``limits``)."""
-    spec = ParamSpec('', default, description, summary, **limits)
+def _param(default: Any, description: str, summary: str, name: str = '', **limits: Any) -> Any:
+    """A NodeSettings field that is also a node parameter (see ``ParamSpec`` for ``limits``);
+    ``name`` is the ROS name when it differs from the field's (a dotted group, ``openai.model``)."""
+    spec = ParamSpec(name, default, description, summary, **limits)
     return field(default=default, metadata={_SPEC: spec})
 
 
@@ -96,6 +101,56 @@ class NodeSettings:
         'idle onnxruntime threads busy-wait up to 100 us between nodes', read_only=True,
         notes='Measured on 2 cores (int4 bench model, one decode step): idle 1.0 ms vs 1.55 without; '
         'beside two CPU hogs 2.2-2.4 ms vs 2.3-3.3 without.')
+    backend: str = _param(
+        'local', 'Where plans are made: local (the ONNX model in model_dir, on this machine) or openai '
+        '(an OpenAI-compatible chat-completions server: vLLM serving Ministral 8B for a fleet, or a '
+        'hosted API; README, "Plan on a server").', 'local | openai (a chat-completions server)',
+        read_only=True, choices=BACKENDS)
+    openai_base_url: str = _param(
+        'http://127.0.0.1:8000/v1', "backend openai: the server's API root (ending in /v1); "
+        'requests go to <base_url>/chat/completions.', 'backend openai: server API root',
+        name='openai.base_url', read_only=True)
+    openai_model: str = _param(
+        '', 'backend openai: the model name the server serves (vLLM: the path or '
+        '--served-model-name). Required with backend openai.', 'backend openai: served model name',
+        name='openai.model', read_only=True)
+    openai_api_key_env: str = _param(
+        'OPENAI_API_KEY', 'backend openai: environment variable holding the API key (unset or empty: '
+        'no key is sent). The key is never logged or published.', 'backend openai: API key variable',
+        name='openai.api_key_env', read_only=True)
+    openai_api_key_file: str = _param(
+        '', 'backend openai: file holding the API key (first line); when set it is used instead of '
+        'openai.api_key_env. A missing file fails configure.', 'backend openai: API key file',
+        name='openai.api_key_file', read_only=True)
+    openai_output_mode: str = _param(
+        'auto', 'backend openai: how answers are constrained: json_schema (structured outputs: '
+        'response_format with a schema built from the vocabulary), tools (tools + tool_choice), or '
+        'auto (json_schema, switching to tools if the server refuses it). Every answer is validated '
+        'against the vocabulary either way.', 'backend openai: auto | json_schema | tools',
+        name='openai.output_mode', read_only=True, choices=OPENAI_OUTPUT_MODES)
+    openai_connect_timeout_s: float = _param(
+        5.0, 'backend openai: seconds to connect to the server.', 'backend openai: connect timeout',
+        name='openai.connect_timeout_s', read_only=True, low=0.1, high=120.0)
+    openai_read_timeout_s: float = _param(
+        30.0, 'backend openai: longest silence (seconds) allowed while the server answers (the '
+        'first streamed chunk waits for the prompt to be processed). request_timeout_s bounds the '
+        'whole request.', 'backend openai: longest silence while answering',
+        name='openai.read_timeout_s', read_only=True, low=0.1, high=3600.0)
+    openai_retries: int = _param(
+        2, 'backend openai: retries of a request the server refused for a passing reason '
+        '(connection refused, HTTP 429/5xx), with exponential backoff; never after a stop.',
+        'backend openai: retries of passing failures', name='openai.retries', read_only=True,
+        low=0, high=10)
+    openai_retry_backoff_s: float = _param(
+        0.5, 'backend openai: wait before the first retry (doubled for each next one).',
+        'backend openai: first retry wait', name='openai.retry_backoff_s', read_only=True,
+        low=0.0, high=60.0)
+    openai_fallback: str = _param(
+        'error', 'backend openai: when the server cannot be used (unreachable, HTTP error, timeout): '
+        'error (an "error" plan) or local (plan with the local model in model_dir, loaded at '
+        'configure). An invalid answer is an "error" plan either way.',
+        'backend openai: error | local on server failure', name='openai.fallback', read_only=True,
+        choices=OPENAI_FALLBACKS)
     actions_file: str = _param(
         '', "The robot's action vocabulary (YAML/JSON file of functions with JSON-schema "
         'parameters). Empty: the built-in demo vocabulary (`config/actions.yaml`).',
@@ -165,7 +220,7 @@ class NodeSettings:
 
     def __post_init__(self) -> None:
         for spec in PARAMS:
-            value = getattr(self, spec.name)
+            value = getattr(self, spec.attribute)
             _check_type(spec, value)
             _check_limits(spec, value)
         _check_stop_words(self.stop_phrases, self.wake_word)
@@ -176,7 +231,7 @@ class NodeSettings:
         unknown = set(values) - set(PARAMS_BY_NAME)
         if unknown:
             raise ValueError(f'unknown parameter(s): {", ".join(sorted(unknown))}')
-        return cls(**{name: _normalise(name, value) for name, value in values.items()})
+        return cls(**{PARAMS_BY_NAME[name].attribute: _normalise(name, value) for name, value in values.items()})
 
     def updated(self, changes: Mapping[str, Any], *,
                 allow_read_only: bool = False) -> NodeSettings:
@@ -187,7 +242,7 @@ class NodeSettings:
                 raise ValueError(f'unknown parameter {name!r}')
             if spec.read_only and not allow_read_only:
                 raise ValueError(read_only_message(name))
-        return dataclasses.replace(self, **{n: _normalise(n, v) for n, v in changes.items()})
+        return dataclasses.replace(self, **{PARAMS_BY_NAME[n].attribute: _normalise(n, v) for n, v in changes.items()})
 
     def generation_config(self) -> GenerationConfig:
         return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
@@ -198,7 +253,8 @@ class NodeSettings:
         return Path(self.model_dir).expanduser() if self.model_dir else default_model_dir()
 
 
-PARAMS: tuple[ParamSpec, ...] = tuple(dataclasses.replace(f.metadata[_SPEC], name=f.name)
+PARAMS: tuple[ParamSpec, ...] = tuple(dataclasses.replace(f.metadata[_SPEC], name=f.metadata[_SPEC].name or f.name,
+                                                          attribute=f.name)
                                       for f in dataclasses.fields(NodeSettings))
 PARAMS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
 

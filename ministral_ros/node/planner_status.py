@@ -9,7 +9,8 @@ gave, once a model is loaded) and the worker's figures while configured.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 import resource
 import threading
@@ -71,6 +72,7 @@ class NodeView:
     configure_error: str
     active_provider: str  # '' while no model is loaded (or the backend runs no local engine)
     worker: PlanWorker | None
+    backend_values: Mapping[str, str] = field(default_factory=dict)  # a remote backend's server figures
 
 
 def status_payload(view: NodeView) -> dict[str, Any]:
@@ -122,6 +124,7 @@ class PlannerHealth:
             values['active_provider'] = view.active_provider  # what onnxruntime actually gave
         if view.worker is not None:
             values.update(_worker_values(view.worker))
+        values.update(view.backend_values)
         return {key: str(value) for key, value in values.items()}
 
     def status(self, view: NodeView, values: dict[str, str]) -> DiagnosticStatus:
