@@ -267,7 +267,7 @@ def test_planner_diagnostics_keep_every_published_key():
                 'ignored_low_confidence', 'ignored_no_wake_word', 'ignored_empty', 'stops',
                 'action_results', 'bad_action_results', 'truncated_action_results', 'plans_published',
                 'callback_errors', 'publish_errors', 'lost_messages', 'lost_message_events',
-                'last_input_error', 'last_stop_latency_ms', 'state', 'model_dir',
+                'last_input_error', 'last_stop_latency_ms', 'state', 'model_dir', 'model',
                 'execution_provider', 'configure_error', 'max_rss_mb', 'active_provider'}
     assert set(values) == expected and values['last_input_error'] == '/command: empty'
     status = health.status(view, values)

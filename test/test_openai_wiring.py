@@ -135,10 +135,16 @@ def test_cancelled_request_does_not_fall_back():
 
 
 def test_planner_status_reports_backend_figures():
-    from ministral_ros.node.planner_status import NodeView, PlannerHealth
+    from ministral_ros.node.planner_status import NodeView, PlannerHealth, status_payload
 
-    view = NodeView('/n', 'active', NodeSettings(), '', '', None, backend_values={'server_errors': '3'})
-    assert PlannerHealth().values(view)['server_errors'] == '3'
+    settings = NodeSettings(backend='openai', openai_model='ministral-8b', openai_base_url='http://gpu:8000/v1')
+    view = NodeView('/n', 'active', settings, '', '', None, backend_values={'server_errors': '3'})
+    values = PlannerHealth().values(view)
+    assert values['server_errors'] == '3' and values['model'] == 'ministral-8b at http://gpu:8000/v1'
+    assert status_payload(view)['model'] == 'ministral-8b at http://gpu:8000/v1'
+    local = NodeSettings(backend='openai', openai_model='m', openai_base_url='http://s/v1', openai_fallback='local')
+    assert local.model_description() == f'm at http://s/v1, fallback {local.resolved_model_dir()}'
+    assert NodeSettings().model_description() == str(NodeSettings().resolved_model_dir())
 
 
 def test_cli_plans_on_the_server(server, capsys):

@@ -245,7 +245,7 @@ class MinistralNode(LifecycleNode):
                             on_busy=self._on_busy, on_token=self._plan_action.on_token)
         worker.start()
         self._router.attach(worker)
-        self.get_logger().info(f'configured: model {settings.resolved_model_dir()} '
+        self.get_logger().info(f'configured: model {settings.model_description()} '
                                f'({settings.execution_provider}) in '
                                f'{time.monotonic() - started:.2f} s')
         self._publish_status('inactive')

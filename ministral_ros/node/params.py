@@ -252,6 +252,13 @@ class NodeSettings:
     def resolved_model_dir(self) -> Path:
         return Path(self.model_dir).expanduser() if self.model_dir else default_model_dir()
 
+    def model_description(self) -> str:
+        """Where plans are made, for logs and ``~/status``: the model folder, or the server and its model."""
+        if self.backend != 'openai':
+            return str(self.resolved_model_dir())
+        fallback = f', fallback {self.resolved_model_dir()}' if self.openai_fallback == 'local' else ''
+        return f'{self.openai_model} at {self.openai_base_url}{fallback}'
+
 
 PARAMS: tuple[ParamSpec, ...] = tuple(dataclasses.replace(f.metadata[_SPEC], name=f.metadata[_SPEC].name or f.name,
                                                           attribute=f.name)

@@ -81,7 +81,7 @@ def status_payload(view: NodeView) -> dict[str, Any]:
     return {'node': view.node_name, 'state': view.state,
             'busy_request_id': worker.busy_request_id() if worker else '',
             'queue_depth': worker.queue_depth() if worker else 0,
-            'model_dir': str(view.settings.resolved_model_dir()),
+            'model_dir': str(view.settings.resolved_model_dir()), 'model': view.settings.model_description(),
             'configure_error': view.configure_error}
 
 
@@ -118,6 +118,7 @@ class PlannerHealth:
             values['last_stop_latency_ms'] = f'{self._last_stop_latency_ms:.3f}'
         max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         values.update({'state': view.state, 'model_dir': str(view.settings.resolved_model_dir()),
+                       'model': view.settings.model_description(),
                        'execution_provider': view.settings.execution_provider,
                        'configure_error': view.configure_error, 'max_rss_mb': f'{max_rss_mb:.1f}'})
         if view.active_provider:
@@ -142,7 +143,7 @@ class PlannerHealth:
             level, message = WARN, 'requests dropped, lost, refused or failed since the last report'
         else:
             level, message = OK, view.state
-        return build_status(f'{view.node_name}: language planner', values['model_dir'], level,
+        return build_status(f'{view.node_name}: language planner', values['model'], level,
                             message, values)
 
 
