@@ -530,3 +530,27 @@ def test_default_model_name_matches_the_demo_model_builder():
     [value] = [node.value.value for node in tree.body if isinstance(node, ast.Assign) and
                [getattr(t, 'id', '') for t in node.targets] == ['DEFAULT_MODEL_NAME']]
     assert value == DEFAULT_MODEL_NAME
+
+
+class _Warnings:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def warning(self, text: str, **_throttle: object) -> None:
+        self.lines.append(text)
+
+
+def test_a_request_refused_while_the_model_is_released_says_why():
+    """Between the start of a shutdown and the lifecycle state's change the node is still "active" but
+    has no worker: the reason must not read "the node is active, not active"."""
+    from ministral_ros.node.request_router import RequestRouter
+    from ministral_ros.planning.plan import RequestSource
+
+    state = ['active']
+    logger = _Warnings()
+    router = RequestRouter(InputGate(NodeSettings()), PlannerHealth(), lambda plan, item: None, logger,
+                           lambda: state[0])
+    assert router.text('go to the kitchen', RequestSource.COMMAND, '/c', time.monotonic()) == ''
+    assert 'releasing its model' in router.not_active_reason() and 'releasing its model' in logger.lines[-1]
+    state[0] = 'inactive'
+    assert router.not_active_reason() == 'the node is inactive, not active: activate it first'

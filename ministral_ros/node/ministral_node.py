@@ -335,7 +335,7 @@ class MinistralNode(LifecycleNode):
             response.plan = interface_msgs.ActionPlan(
                 request_id=request_id, source=RequestSource.COMMAND.value, status='error',
                 source_text=echo(request.text),
-                error=f'the node is {self.lifecycle_state()}, not active: activate it first')
+                error=self._router.not_active_reason())
             response.plan.header.stamp = self.get_clock().now().to_msg()
             return response
         response.plan = await future

@@ -160,8 +160,7 @@ class PlanActionServer:
     def _not_active_plan(self, request_id: str, text: str, source: RequestSource) -> Any:
         plan = ActionPlan(request_id=request_id, source=source.value, status=ActionPlan.STATUS_ERROR,
                           source_topic=self.action_name, source_text=echo(text),
-                          error=f'the node is {self._waiter.lifecycle_state()}, not active: '
-                                'activate it first')
+                          error=self._router.not_active_reason())
         plan.header.stamp = self._node.get_clock().now().to_msg()
         return plan
 

@@ -84,6 +84,13 @@ class RequestRouter:
         else:
             self.text(decision.text, RequestSource.TRANSCRIPT, topic, received)
 
+    def not_active_reason(self) -> str:
+        """Why requests are not taken now, as a sentence with the fix (for refused calls and goals)."""
+        state = self._state()
+        if state == 'active':  # still active, but the model is being released (shutdown, error)
+            return 'the node is releasing its model (shutting down or recovering): try again once it is active'
+        return f'the node is {state}, not active: activate it first'
+
     def text(self, text: str, source: RequestSource, topic: str, received: float,
              request_id: str = '', undecodable: str = '') -> str:
         """Stop, queue or refuse one request as the gate decides; returns its id (empty if
@@ -95,7 +102,7 @@ class RequestRouter:
                                  undecodable=undecodable)
             if decision.verdict is Verdict.IGNORE or worker is None:
                 self._health.count(PlannerCounter.IGNORED_INACTIVE)
-                self._logger.warning(f'ignoring input on {topic}: the node is {state}, not active',
+                self._logger.warning(f'ignoring input on {topic}: {self.not_active_reason()}',
                                      throttle_duration_sec=INACTIVE_WARNING_PERIOD_S)
                 return ''
             request_id = request_id or new_request_id()
