@@ -77,7 +77,11 @@ def test_command_plan_and_result_through_the_node(remote_node):
     _plan(plans, 'and now the hallway')
     tool_messages = [m for m in server.requests[1]['messages'] if m['role'] == 'tool']
     assert tool_messages and json.loads(tool_messages[0]['content'])['message'] == 'arrived'
-    assert node.diagnostics_values()['plans_published'] == '2'
+    values = node.diagnostics_values()
+    assert values['plans_published'] == '2'
+    # the server's figures reach /diagnostics, and the key never does
+    assert values['server_requests'] == '2' and float(values['server_latency_s']) > 0
+    assert values['server_url'] == server.base_url and values['model'].startswith(values['server_model'])
 
 
 def test_stop_during_a_streamed_answer(remote_node):
