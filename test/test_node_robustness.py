@@ -226,3 +226,23 @@ def test_heaps_are_trimmed_only_after_large_inputs(monkeypatch):
     large.note(memory_release.MMAP_THRESHOLD_BYTES)
     assert large.release_if_seen() and large.release_if_seen() and not large.release_if_seen()
     assert len(trims) == 2
+
+
+def test_a_failed_busy_report_never_costs_the_request_its_plan():
+    """Seen in benchmarks/soak.py: the node's ~/status publish (its on_busy report) raised RCLError
+    "cannot publish data" under load, and the request the worker had just taken got no plan."""
+    plans = []
+
+    def failing_status(request_id: str) -> None:
+        raise RuntimeError('Failed to publish: cannot publish data')
+
+    worker = PlanWorker(ScriptedBackend(), lambda plan, item: plans.append(plan), queue_size=4,
+                        overflow_policy='drop_oldest', timeout_s=0, on_busy=failing_status)
+    worker.start()
+    try:
+        worker.submit(_request('move 1'), time.monotonic())
+        worker.submit(_request('move 2'), time.monotonic())
+        wait_until(lambda: len(plans) == 2, 10, 'both plans despite the failing busy report')
+        assert [p.status for p in plans] == [PlanStatus.OK, PlanStatus.OK]
+    finally:
+        worker.close(Cancellation.stop('end'))

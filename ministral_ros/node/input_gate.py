@@ -92,7 +92,7 @@ class InputGate:
         try:
             transcript = parse_transcript(data)
         except InputError as exc:
-            return Decision(Verdict.REFUSE, error=exc)
+            return _refuse(str(exc))
         if transcript.final and self.is_stop(transcript.text):
             return Decision(Verdict.ACCEPT, text=transcript.text)
         if undecodable:
@@ -116,7 +116,7 @@ class InputGate:
             stop_text = self._stop_despite_surrogates(text)
             if stop_text:
                 return Decision(Verdict.STOP, text=stop_text)
-            return Decision(Verdict.REFUSE, error=exc)
+            return _refuse(str(exc))
         return Decision(Verdict.STOP if stop else Verdict.SUBMIT, text=cleaned, removed_controls=removed)
 
     def is_stop(self, text: str) -> bool:
@@ -140,4 +140,9 @@ class InputGate:
 
 
 def _refuse(message: str) -> Decision:
+    """A refusal carrying a fresh ``InputError``, never the one raised: its traceback holds the
+    frames that refused the input, and through them (a finished frame keeps its caller's frame)
+    every caller's frame up to the node's callback, with the input in them; the decision kept in
+    one of those frames then closes a reference cycle that only Python's cyclic collector frees,
+    late or never (issue 14, item 6: 5 MB inputs kept the node 100-250 MB larger)."""
     return Decision(Verdict.REFUSE, error=InputError(message))

@@ -1,23 +1,29 @@
-"""Giving memory taken by large refused inputs back to the operating system (glibc only).
+"""Giving memory taken by large inputs back to the operating system (glibc and Fast DDS only).
 
-A 5 MB command arrives as a 5 MB bytes object and its text; both are freed at once, yet the
-process kept the memory: glibc serves allocations above its mmap threshold with mmap, but raises
-that threshold to the size of every such block freed (up to 32 MB), so the next large blocks come
-from the heap arenas of the executor threads, where freed space is rarely returned. 150 x 5 MB
-commands left the node 600 MB larger for good. ``limit_heap_growth`` pins the threshold (blocks
-from 1 MiB up are always mmapped, so freeing them unmaps them) and ``release_free_memory`` trims
-the heaps (``malloc_trim``). Elsewhere than glibc both do nothing and say so.
+Where the memory of large refused inputs went (issue 14, item 6, measured with
+``benchmarks/rss_after_refused.py``: 150 x 5 MB commands and 5 x 5 MB action results against the
+console script; the node's live memory read with ``malloc_stats`` and its large blocks' headers from
+/proc/<pid>/mem): it was not the allocators. The blocks still in use were Python objects, each
+refused command's bytes and its decoded text, kept by a reference cycle (the refusal held the raised
+exception, whose traceback held the callback's frames and so the input) that only Python's
+rare full collections free: in half of the runs the node stayed 96-229 MB larger for good. That is
+fixed where it arose (``input_gate``: refusals carry a fresh error, ``test_memory_release``); since
+then 150 x 5 MB commands leave the node under 1 MB larger, and each input is freed as soon as it is
+refused (peak 190 MB instead of 430-540).
 
-The middleware keeps memory too: Fast DDS (ROS 2's default) gives each subscription's history
-slots buffers that grow to the largest sample seen and are kept for reuse ("preallocated with
-realloc"), so 5 MB samples left 200-370 MB behind even with the C heap given back.
-``fastdds_dynamic_memory`` makes the node process use dynamically sized, freed buffers instead
-(an XML profile through ``FASTDDS_DEFAULT_PROFILES_FILE``, publication stays asynchronous as rmw
-sets it), unless the user configured Fast DDS profiles or another middleware. Measured with 150 x
-5 MB commands and 5-20 x 5 MB action results against the console script (2 cores): RSS 77 -> 760 MB
-before; after, back to +0.4 to +30 MB in most runs, but about one run in six keeps 80-170 MB more in
-one anonymous mapping outside the C heap, and one run beside a loaded test suite stayed at +317 MB
-(cause not found; issue 14, item 6, stays open: that measurement wants a benchmark program).
+What this module adds is the last 10-25 MB (measured with each part switched off):
+- glibc serves allocations above its mmap threshold with mmap, but raises that threshold to the
+  size of every such block freed (up to 32 MB), so the next large blocks come from the heap arenas
+  of the executor threads, where freed space is rarely returned. ``limit_heap_growth`` pins the
+  threshold (blocks from 1 MiB up are always mmapped, so freeing them unmaps them) and
+  ``release_free_memory`` trims the heaps (``malloc_trim``) after large inputs (``LargeInputs``);
+  without both: +24 MB. Elsewhere than glibc both do nothing and say so.
+- Fast DDS (ROS 2's default middleware) gives each reader's and writer's history slots buffers that
+  grow to the largest sample seen and are kept for reuse ("preallocated with realloc"): without
+  the profile two or three 5 MB blocks stayed behind (+10 MB). ``fastdds_dynamic_memory`` makes the node process use
+  dynamically sized, freed buffers instead (an XML profile through
+  ``FASTDDS_DEFAULT_PROFILES_FILE``, publication stays asynchronous as rmw sets it), unless the user
+  configured Fast DDS profiles or another middleware.
 """
 from __future__ import annotations
 

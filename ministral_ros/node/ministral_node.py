@@ -367,9 +367,9 @@ class MinistralNode(LifecycleNode):
         msg.header.stamp = self.get_clock().now().to_msg()
         # Each publish on its own: one that fails (logged, counted) never suppresses the other,
         # the waiting service call, or the plans published after this one.
-        published = self._try_publish(self._plan_pub, msg, plan.request_id)
+        published = self._try_publish(self._plan_pub, msg, f'plan {plan.request_id}')
         json_msg = String(data=plan_to_json(plan, item.request.source_topic, latency_s))
-        if self._try_publish(self._plan_json_pub, json_msg, plan.request_id) and published:
+        if self._try_publish(self._plan_json_pub, json_msg, f'plan {plan.request_id}') and published:
             self._health.count(PlannerCounter.PLANS_PUBLISHED)
         with self._lock:
             future = self._waiting_calls.pop(plan.request_id, None)
@@ -382,12 +382,14 @@ class MinistralNode(LifecycleNode):
             self.get_logger().warning(f'request {plan.request_id} on {item.request.source_topic}: '
                                       f'{plan.error}')
 
-    def _try_publish(self, publisher: Any, msg: Any, request_id: str) -> bool:
+    def _try_publish(self, publisher: Any, msg: Any, what: str) -> bool:
+        """Publish; a failure is logged and counted (publish_errors), never raised. ``what``: the
+        plan's request id, or 'status'."""
         try:
             publisher.publish(msg)
         except Exception as exc:
             self._health.count(PlannerCounter.PUBLISH_ERRORS)
-            self.get_logger().error(f'publishing plan {request_id} on {publisher.topic_name} '
+            self.get_logger().error(f'publishing {what} on {publisher.topic_name} '
                                     f'failed: {type(exc).__name__}: {exc}')
             return False
         return True
@@ -408,7 +410,7 @@ class MinistralNode(LifecycleNode):
         completes the transition only once the callback has returned)."""
         if not self.context.ok():
             return
-        self._status_pub.publish(String(data=json.dumps(status_payload(self._view(ends_in)))))
+        self._try_publish(self._status_pub, String(data=json.dumps(status_payload(self._view(ends_in)))), 'status')
 
     def diagnostics_values(self) -> dict[str, str]:
         """Every figure in /diagnostics, as strings (also used by tests)."""

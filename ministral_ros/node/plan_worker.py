@@ -293,7 +293,10 @@ class PlanWorker:
 
     def _run(self, item: QueuedRequest, cancel: threading.Event) -> None:
         """Plan ``item``, already recorded as current by ``_take``; always answers it."""
-        self._on_busy(item.request.request_id)
+        try:
+            self._on_busy(item.request.request_id)
+        except Exception:  # e.g. the node's ~/status publish failed: the request is answered all the same
+            logger.exception('reporting request %s as busy failed', item.request.request_id)
         try:
             self._apply_pending()  # results that arrived before this request
         except Exception:  # answer the request all the same
