@@ -9,6 +9,13 @@ microphone has; pocketsphinx misbehaves on digital silence) and ``snr10`` (white
 the speech's RMS level). Run:
 
     .venv/bin/python benchmarks/bench_stop_phrases.py [--conditions clean snr10] [--json]
+        [--phrases tune|heldout] [--speeds 140 175] [--seed 0] [--cache /tmp/stop_renderings]
+
+Two phrase sets, so that the stop thresholds (``stop.stop_margin``, ``stop.doubt_margin``) are fitted
+on one and reported on another: ``tune`` (``STOP_VARIANTS`` and ``COMMANDS``; the thresholds were
+fitted on it at 130 and 160 words per minute, noise seeds from 1000) and ``heldout``
+(``HELDOUT_STOP_VARIANTS`` and ``HELDOUT_COMMANDS``, never looked at while tuning; the README's
+figures, at 140 and 175 words per minute, seeds from 0). The default stop phrases are in both.
 
 Outcome of a stop utterance: ``stop`` (a stop transcript was published), ``motion`` (a transcript
 holding a motion verb was published instead) or ``other`` (nothing, or a non-motion command).
@@ -19,8 +26,11 @@ negative for stops published before the utterance ended.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from dataclasses import dataclass, field
+import hashlib
 import json
+from pathlib import Path
 import statistics
 import sys
 import tempfile
@@ -51,7 +61,24 @@ COMMANDS = (
     'turn right ninety degrees', 'go to the office please', 'pick up the can', 'wait for five seconds',
     'pause for two minutes',
 )
-VOICES = (('en', 140), ('en', 175), ('en-us', 140), ('en-us', 175))
+HELDOUT_STOP_VARIANTS = ('stop please', 'halt now', 'abort abort', 'robot halt', 'freeze please', 'okay stop',
+                         'hey robot stop', 'cancel cancel', 'no no stop', 'stop then stop', 'oh no stop',
+                         'freeze right now')
+HELDOUT_COMMANDS = (
+    'go to the bathroom', 'head to the kitchen', 'drive over to the office', 'navigate to the hallway please',
+    'come to the kitchen', 'return to the bedroom', 'pick up the red mug', 'grab the phone', 'take the green bottle',
+    'get the apple please', 'fetch the book', 'bring me the keys', 'bring me the small box', 'pick the cup up',
+    'put the cup on the table', 'place the book on the shelf', 'set the bowl on the counter',
+    'leave the keys on the desk', 'put the plate down on the table', 'place the mug onto the sofa',
+    'get the towel from the bathroom', 'fetch the phone from the office', 'bring me the remote from the living room',
+    'move forward one meter', 'go back two meters', 'drive forward twenty centimeters', 'move backward four meters',
+    'turn left forty five degrees', 'rotate right by ninety degrees', 'turn right by one hundred eighty degrees',
+    'turn left by ten degrees', 'wait for ten seconds', 'pause for one minute', 'hi robot', 'hello',
+    'go to the kitchen then bring me the cup', 'grab the yellow toy please', 'take the white plate',
+    'go to the living room please', 'move to the dining room', 'put the glasses on the bed', 'come to the front door',
+)
+PHRASE_SETS = {'tune': (STOP_VARIANTS, COMMANDS), 'heldout': (HELDOUT_STOP_VARIANTS, HELDOUT_COMMANDS)}
+VOICE_NAMES = ('en', 'en-us')
 MOTION_WORDS = frozenset({'go', 'head', 'drive', 'navigate', 'move', 'come', 'return', 'pick', 'grab', 'take',
                           'get', 'fetch', 'bring', 'put', 'place', 'set', 'leave', 'turn', 'rotate'})
 BLOCK = 512
@@ -63,6 +90,7 @@ class Tally:
     latencies: list[float] = field(default_factory=list)
     early: int = 0
     failures: list[str] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)
 
 
 def speech_end(samples: np.ndarray) -> int:
@@ -105,22 +133,24 @@ def outcome(finals: list[TranscriptEvent]) -> str:
 
 
 def measure(condition: str, spoken: dict[tuple[str, str, int], np.ndarray],
-            stops: set[str], overrides: dict[str, object]) -> dict[str, Tally]:
+            stops: set[str], overrides: dict[str, object], seed: int = 0) -> dict[str, Tally]:
     config = load_config(overrides=overrides)
     events: list[TranscriptEvent] = []
     pipeline = SpeechPipeline(create_segmenter(config), create_recognizer(config), events.append,
                               partial_interval_ms=config.partial_interval_ms)
     tallies = {'stop': Tally(), 'command': Tally()}
     for index, ((text, voice, rate), speech) in enumerate(spoken.items()):
-        samples, end_s = recording(speech, condition, seed=index)
+        samples, end_s = recording(speech, condition, seed=seed + index)
         finals = run_one(pipeline, events, samples)
         kind = 'stop' if text in stops else 'command'
         tally = tallies[kind]
         result = outcome(finals)
         tally.outcomes[result] += 1
+        record = getattr(pipeline.recognizer, 'last_stop', None)
+        if result == 'stop' and record is not None:
+            tally.reasons[record.reason.value + (' early' if record.early else '')] += 1
         heard = ' | '.join(e.text for e in finals) or '(nothing)'
         if (kind == 'stop') != (result == 'stop'):
-            record = getattr(pipeline.recognizer, 'last_stop', None)
             why = f', {record.reason.value}{" early" if record.early else ""}' if result == 'stop' and record else ''
             tally.failures.append(f'{text!r} ({voice}, {rate}) -> {heard} [{result}{why}]')
         stop_events = [e for e in finals if e.stop]
@@ -132,13 +162,30 @@ def measure(condition: str, spoken: dict[tuple[str, str, int], np.ndarray],
     return tallies
 
 
-def render(workdir: str) -> tuple[dict[tuple[str, str, int], np.ndarray], set[str]]:
-    stops = set(DEFAULT_STOP_PHRASES) | set(STOP_VARIANTS)
+Spoken = dict[tuple[str, str, int], np.ndarray]
+
+
+def render(workdir: str, phrases: str, speeds: list[int], cache: str = '') -> tuple[Spoken, set[str]]:
+    """espeak-ng renderings of the default stop phrases and a phrase set (cached under ``cache``)."""
+    variants, commands = PHRASE_SETS[phrases]
+    stops = set(DEFAULT_STOP_PHRASES) | set(variants)
     spoken = {}
-    for text in [*DEFAULT_STOP_PHRASES, *STOP_VARIANTS, *COMMANDS]:
-        for voice, rate in VOICES:
-            spoken[(text, voice, rate)] = speak(text, workdir, voice=voice, words_per_minute=rate).samples
+    for text in [*DEFAULT_STOP_PHRASES, *variants, *commands]:
+        for voice in VOICE_NAMES:
+            for rate in speeds:
+                spoken[(text, voice, rate)] = rendering(text, voice, rate, workdir, cache)
     return spoken, stops
+
+
+def rendering(text: str, voice: str, rate: int, workdir: str, cache: str) -> np.ndarray:
+    path = Path(cache) / f"{hashlib.sha1(f'{text}|{voice}|{rate}'.encode()).hexdigest()[:16]}.npy" if cache else None
+    if path is not None and path.is_file():
+        return np.load(path)
+    samples = speak(text, workdir, voice=voice, words_per_minute=rate).samples
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, samples)
+    return samples
 
 
 def summary(condition: str, tallies: dict[str, Tally]) -> dict[str, object]:
@@ -159,6 +206,8 @@ def summary(condition: str, tallies: dict[str, Tally]) -> dict[str, object]:
         'latency_max_ms': 1000 * latencies[-1] if latencies else None,
         'missed_stops': stop.failures,
         'false_stops': command.failures,
+        'stop_reasons': dict(stop.reasons),
+        'false_stop_reasons': dict(command.reasons),
     }
 
 
@@ -166,14 +215,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--conditions', nargs='+', default=['clean', 'snr10'], choices=['clean', 'snr10'])
     parser.add_argument('--json', action='store_true', help='print one JSON object per condition')
+    parser.add_argument('--phrases', default='heldout', choices=sorted(PHRASE_SETS))
+    parser.add_argument('--speeds', nargs='+', type=int, default=[140, 175], help='espeak-ng words per minute')
+    parser.add_argument('--seed', type=int, default=0, help='noise seed of the first recording')
+    parser.add_argument('--cache', default='', help='folder that keeps the renderings between runs')
     parser.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
                         help='speech settings to change, e.g. stop.early_confirmations=2 (YAML values)')
     args = parser.parse_args(argv)
     overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition('=') for item in args.set)}
     with tempfile.TemporaryDirectory() as workdir:
-        spoken, stops = render(workdir)
+        spoken, stops = render(workdir, args.phrases, args.speeds, args.cache)
     for condition in args.conditions:
-        result = summary(condition, measure(condition, spoken, stops, overrides))
+        result = summary(condition, measure(condition, spoken, stops, overrides, args.seed))
         if args.json:
             print(json.dumps(result), flush=True)
             continue
@@ -183,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['false_stop_rate']:.1%}; stop latency from the end of speech: median "
               f"{result['latency_median_ms']:.0f} ms, p90 {result['latency_p90_ms']:.0f} ms, "
               f"max {result['latency_max_ms']:.0f} ms", flush=True)
+        print(f"  decided by: stops {result['stop_reasons']}, false stops {result['false_stop_reasons']}")
         for line in result['missed_stops'] + result['false_stops']:
             print(f'  {line}')
     return 0

@@ -3,6 +3,8 @@
 and every default stop phrase spoken by espeak-ng through the real recogniser."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ministral_ros.node.params import DEFAULT_STOP_PHRASES
 from ministral_ros.node.stop_words import StopDetector as NodeStopDetector
 from ministral_ros.speech.backends import create_command_recognizer, create_recognizer, create_segmenter
@@ -11,7 +13,8 @@ from ministral_ros.speech.espeak import compose, speak
 from ministral_ros.speech.grammar import build_jsgf, CommandVocabulary, sentence_matcher
 from ministral_ros.speech.pipeline import SpeechPipeline
 from ministral_ros.speech.recognizer import Transcript
-from ministral_ros.speech.stop_decision import decide_stop, StopDecision, StopEvidence, StopReason
+from ministral_ros.speech.stop_decision import (decide_stop, DOUBT_MARGIN, STOP_MARGIN, StopDecision, StopEvidence,
+                                                StopReason)
 from ministral_ros.speech.stop_first import StopFirstRecognizer
 from ministral_ros.speech.stop_phrases import FILLERS, STANDARD_STOP_PHRASES, StopDetector
 from ministral_ros.speech.stop_spotter import (command_words, JOINING_FILLERS, LEADING_FILLERS, pronunciation,
@@ -82,6 +85,31 @@ def test_doubt_resolves_to_stop_and_commands_pass():
     assert decide_stop(unfinished_command, DETECTOR, STOP_WORDS).reason is StopReason.INCOMPLETE
     for command in ('go to the kitchen', 'wait for five seconds', 'put the book on the table', ''):
         assert not decide_stop(StopEvidence(spotter_text=command, command_text=command), DETECTOR, STOP_WORDS).stop
+
+
+def test_the_acoustic_margin_takes_stops_and_narrows_doubt():
+    both_commands = StopEvidence(spotter_text='fetch the bowl', command_text='fetch the bowl')
+    assert not decide_stop(both_commands, DETECTOR, STOP_WORDS).stop
+    above = replace(both_commands, stop_margin=STOP_MARGIN + 0.5)
+    decision = decide_stop(above, DETECTOR, STOP_WORDS)
+    assert decision.stop and decision.reason is StopReason.MARGIN and decision.phrase == 'stop'
+    assert not decide_stop(replace(both_commands, stop_margin=STOP_MARGIN - 0.5), DETECTOR, STOP_WORDS).stop
+    unfinished = StopEvidence(spotter_text='pick the towel', command_text='pick the towel', command_complete=False)
+    for margin, stop in ((None, True), (DOUBT_MARGIN + 0.5, True), (DOUBT_MARGIN - 0.5, False)):
+        decision = decide_stop(replace(unfinished, stop_margin=margin), DETECTOR, STOP_WORDS)
+        assert decision.stop is stop, f'margin {margin}'
+    # The margin never turns a heard stop into a command.
+    heard = StopEvidence(spotter_text='please stop', command_text='hi and move', stop_margin=-40.0)
+    assert decide_stop(heard, DETECTOR, STOP_WORDS).reason is StopReason.STOP_REQUEST
+    assert decide_stop(replace(heard, spotter_text='stop and go to'), DETECTOR, STOP_WORDS).stop
+
+
+def test_the_margin_settings_are_validated_and_configurable():
+    with pytest.raises(SpeechConfigError, match='doubt_margin'):
+        load_config(overrides={'stop.doubt_margin': 5.0, 'stop.stop_margin': 1.0})
+    config = load_config(overrides={'stop.stop_margin': 6, 'stop.doubt_margin': -12})
+    assert (config.spotter.stop_margin, config.spotter.doubt_margin) == (6.0, -12.0)
+    assert (load_config().spotter.stop_margin, load_config().spotter.doubt_margin) == (STOP_MARGIN, DOUBT_MARGIN)
 
 
 # ------------------------------------------------------------------ the spotter grammar
@@ -238,10 +266,12 @@ class _Inner:
 class _Spotter:
     sample_rate = 16000
     detector, stop_words = DETECTOR, STOP_WORDS
-    config = type('Config', (), {'doubt_is_stop': True})()
 
-    def __init__(self, decision) -> None:
-        self.decision = decision
+    def __init__(self, decision, margin: float | None = None) -> None:
+        self.decision, self.last_margin = decision, margin
+
+    def decide(self, evidence: StopEvidence) -> StopDecision:
+        return decide_stop(evidence, DETECTOR, STOP_WORDS)
 
     def start(self) -> None:
         pass
@@ -261,7 +291,7 @@ class _Spotter:
 ])
 def test_the_spotter_decides_before_the_command_recogniser(spotted, heard, complete, expected):
     inner = _Inner(heard, complete)
-    recognizer = StopFirstRecognizer(inner, _Spotter(spotted))
+    recognizer = StopFirstRecognizer(inner, _Spotter(spotted, margin=None))
     recognizer.start()
     recognizer.accept(np.zeros(512, np.float32))
     transcript = recognizer.finish()
@@ -332,3 +362,23 @@ def test_a_spoken_stop_is_published_before_the_utterance_ends(stop_recognizer, t
     assert [(e.text, e.stop) for e in finals] == [('stop', True)]
     assert finals[0].end_s < speech_end_s, 'published while "stop stop stop" was still being spoken'
     assert pipeline.stats.early_stops == 1 and pipeline.stats.last_stop_latency_s < 0
+
+
+def test_a_cut_command_is_no_doubt_about_a_stop(stop_recognizer, tmp_path):
+    """pocketsphinx often decodes "take the towel" as the cut path "pick the towel" (no whole command:
+    doubt); the margin shows that the audio is far from any stop, so the command is passed on
+    (before the margin, every benchmark rendering of it became a stop)."""
+    require_tools('espeak-ng', 'sox')
+    config, recognizer = stop_recognizer
+    spoken = speak('take the towel', tmp_path, voice='en', words_per_minute=160)
+    recording, _ = compose([0.5, spoken, 1.0], 16000, noise_dbfs=-60)
+    events = []
+    pipeline = SpeechPipeline(create_segmenter(config), recognizer, events.append, partial_interval_ms=0)
+    pipeline.reset(16000)
+    for offset in range(0, len(recording.samples), 512):
+        pipeline.feed(recording.samples[offset:offset + 512])
+    pipeline.end_of_stream()
+    finals = [(e.text, e.stop) for e in events if e.final]
+    margin = recognizer.spotter.last_margin
+    assert len(finals) == 1 and not finals[0][1] and finals[0][0].endswith('the towel'), f'{finals}, {margin}'
+    assert margin is not None and margin < DOUBT_MARGIN

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ministral_ros.share_paths import shared_path
+from ministral_ros.speech.stop_decision import DOUBT_MARGIN, STOP_MARGIN
 from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES
 from ministral_ros.speech.stop_spotter import SpotterConfig
 from ministral_ros.speech.vad import SegmenterConfig
@@ -53,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
     },
     'grammar': {'templates': [], 'slots': {}},
     'stop': {'spotter': True, 'phrases': [], 'check_interval_ms': 160, 'early_confirmations': 3,
-             'doubt_is_stop': True},
+             'doubt_is_stop': True, 'stop_margin': STOP_MARGIN, 'doubt_margin': DOUBT_MARGIN},
 }
 
 
@@ -242,7 +243,9 @@ def build_config(tree: Mapping[str, Any], base_dir: Path, overrides: Mapping[str
             stop_spotter=_typed(tree, 'stop.spotter', bool), stop_phrases=_stop_phrases(tree['stop']['phrases']),
             spotter=SpotterConfig(check_interval_ms=_typed(tree, 'stop.check_interval_ms', float),
                                   early_confirmations=_typed(tree, 'stop.early_confirmations', int),
-                                  doubt_is_stop=_typed(tree, 'stop.doubt_is_stop', bool)))
+                                  doubt_is_stop=_typed(tree, 'stop.doubt_is_stop', bool),
+                                  stop_margin=_typed(tree, 'stop.stop_margin', float),
+                                  doubt_margin=_typed(tree, 'stop.doubt_margin', float)))
     except SpeechConfigError:
         raise
     except (TypeError, ValueError) as error:

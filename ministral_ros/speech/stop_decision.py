@@ -7,8 +7,16 @@ might be a stop wins over the command it might also be. ``decide_stop`` looks at
 - any unambiguous stop word in a hypothesis ("stop then move to the" is a stop, not "move");
   words that also belong to ordinary commands ("wait" in "wait for five seconds") count only as
   part of a whole stop request;
+- the acoustic margin: the same audio decoded twice more, once with a grammar of stop utterances
+  only and once with the commands only; ``stop_margin`` is the first path score less the second,
+  per 10 ms frame (pocketsphinx log units, base 1.0001). Above ``STOP_MARGIN`` the stop grammar
+  explains the audio better than any command: a stop, whatever the spotter's best path was (in
+  noise a stop often loses the spotter's search to a command: "abort" -> "fetch the bowl");
 - doubt: a hypothesis that never reached the end of a sentence (the grammar search ran out of
-  paths, so the audio matched no command: "come to the", "leave the phone") is resolved to stop.
+  paths: "come to the", "pick the towel") is resolved to stop unless the margin shows that the
+  audio is far from any stop (below ``DOUBT_MARGIN``): "take the towel", decoded as the cut path
+  "pick the towel", scores 12-15 units per frame worse as a stop than as a command. An unknown
+  margin is doubt.
 Only when none of these holds is the command recogniser's transcript passed on.
 """
 from __future__ import annotations
@@ -24,7 +32,17 @@ class StopReason(str, Enum):
     NONE = 'none'                        # not a stop: the command transcript is published
     STOP_REQUEST = 'stop_request'        # a hypothesis is a whole stop request ("please stop now")
     STOP_WORD = 'stop_word'              # an unambiguous stop word inside a hypothesis
+    MARGIN = 'margin'                    # the stop-only grammar outscored the command grammar
     INCOMPLETE = 'incomplete'            # doubt: a grammar search ended outside any sentence
+
+
+# Thresholds on ``stop_margin`` (see the module docstring), fitted on espeak-ng renderings that the
+# README's figures do not come from (benchmarks/bench_stop_phrases.py: phrase set ``tune`` at 130 and
+# 160 words per minute). On them spoken stops had margins from -12 up (98% above -6), commands a
+# median of -14 (clean) and -6 (10 dB SNR). STOP_MARGIN is the largest value for which no stop of the
+# tuning set became motion, clean or at 10 dB; DOUBT_MARGIN the largest that lost no tuning stop.
+STOP_MARGIN = 1.0       # above: a stop even when both hypotheses are commands
+DOUBT_MARGIN = -10.0    # an unfinished sentence is a stop unless the margin is below this
 
 
 @dataclass(frozen=True)
@@ -35,6 +53,7 @@ class StopEvidence:
     spotter_complete: bool = True        # the spotter grammar reached a final state
     command_text: str = ''               # the command recogniser's transcript ('' when not decoded)
     command_complete: bool = True        # the command grammar reached a final state
+    stop_margin: float | None = None     # per-frame score of stop-only less command-only decoding
 
 
 @dataclass(frozen=True)
@@ -54,7 +73,8 @@ def stop_only_words(phrases: Iterable[tuple[str, ...]], command_words: Iterable[
 
 
 def decide_stop(evidence: StopEvidence, detector: StopDetector, stop_words: frozenset[str],
-                doubt_is_stop: bool = True) -> StopDecision:
+                doubt_is_stop: bool = True, stop_margin: float = STOP_MARGIN,
+                doubt_margin: float = DOUBT_MARGIN) -> StopDecision:
     """Stop wins; doubt resolves to stop (see the module docstring). ``phrase`` is the stop phrase
     heard, or the first configured phrase when the decision came from doubt."""
     default = ' '.join(detector.phrases[0]) if detector.phrases else 'stop'
@@ -66,7 +86,11 @@ def decide_stop(evidence: StopEvidence, detector: StopDetector, stop_words: froz
         found = [w for w in words_of(text) if w in stop_words]
         if found:
             return StopDecision(True, _phrase_with(found[0], detector) or default, StopReason.STOP_WORD)
-    if doubt_is_stop and not (evidence.spotter_complete and evidence.command_complete):
+    margin = evidence.stop_margin
+    if margin is not None and margin > stop_margin:
+        return StopDecision(True, default, StopReason.MARGIN)
+    unfinished = not (evidence.spotter_complete and evidence.command_complete)
+    if doubt_is_stop and unfinished and (margin is None or margin > doubt_margin):
         return StopDecision(True, default, StopReason.INCOMPLETE)
     return NOT_STOP
 

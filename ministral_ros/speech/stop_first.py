@@ -5,8 +5,8 @@ feeds the same audio to a ``StopSpotter``. At the end of an utterance the spotte
 a stop is returned as the configured stop phrase ("stop", "emergency stop") with confidence 1.0
 (no confidence filter may suppress a stop) and the command recogniser's decoding is skipped. Only
 when the spotter finds no stop is the command recogniser's transcript decoded, and checked once
-more (an unambiguous stop word in it, or a grammar search that ended outside any command, still
-makes a stop). ``early_stop`` hands the pipeline a stop
+more (an unambiguous stop word in it, or a grammar search that ended outside any command while the
+spotter's margin leaves doubt, still makes a stop). ``early_stop`` hands the pipeline a stop
 heard while the user is still speaking.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import time
 
 from ministral_ros.speech.recognizer import Recognizer, Transcript
-from ministral_ros.speech.stop_decision import decide_stop, StopDecision, StopEvidence, StopReason
+from ministral_ros.speech.stop_decision import StopDecision, StopEvidence, StopReason
 from ministral_ros.speech.stop_spotter import StopSpotter
 import numpy as np
 
@@ -76,9 +76,9 @@ class StopFirstRecognizer:
             return self._stop(decision, began, early=False)
         transcript = self.inner.finish()
         evidence = StopEvidence(command_text=transcript.text,
-                                command_complete=bool(getattr(self.inner, 'last_complete', True)))
-        decision = decide_stop(evidence, self.spotter.detector, self.spotter.stop_words,
-                               doubt_is_stop=self.spotter.config.doubt_is_stop)
+                                command_complete=bool(getattr(self.inner, 'last_complete', True)),
+                                stop_margin=self.spotter.last_margin)
+        decision = self.spotter.decide(evidence)
         if decision.stop:
             return self._stop(decision, began, early=False, audio_s=transcript.audio_s)
         self.finished_with_stop = False
