@@ -1,4 +1,5 @@
-"""``python -m ministral_ros.demo_model build|evaluate|sample``: rebuild or check the demo model."""
+"""``python -m ministral_ros.demo_model build|evaluate|sample|base-train|base-evaluate``: rebuild or check the demo
+model (``base-*``: the model fine-tuned on its pretrained base, issue 17; see base_run.py)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +9,7 @@ import logging
 from pathlib import Path
 import sys
 
+from ministral_ros.demo_model.base_cli import add_base_commands, BASE_COMMANDS, run_base_command
 from ministral_ros.demo_model.build import build, BuildConfig, DEFAULT_MODEL_NAME, evaluate_folder
 from ministral_ros.demo_model.generator import generate_examples
 from ministral_ros.demo_model.phrasings import DEFAULT_PHRASINGS, load_phrasings, PhrasingsError
@@ -62,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument('--count', type=int, default=20)
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--phrasings', type=Path, default=DEFAULT_PHRASINGS)
+    add_base_commands(sub)
     return parser
 
 
@@ -84,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     except PhrasingsError as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
+    if args.command in BASE_COMMANDS:
+        return run_base_command(args)
     if args.command == 'sample':
         for example in generate_examples(phrasings, args.split, args.count, args.seed):
             print(json.dumps(example.to_dict(), ensure_ascii=False))
