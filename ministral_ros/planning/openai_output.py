@@ -15,7 +15,7 @@ from typing import Any
 
 from ministral_ros.chat.prompt import generate_call_id
 from ministral_ros.planning.constraint import ConstraintOptions
-from ministral_ros.planning.parse import OutputKind, ParsedOutput
+from ministral_ros.planning.parse import call_problem, calls_output, OutputKind, ParsedOutput
 from ministral_ros.planning.plan import Action
 from ministral_ros.planning.vocabulary import ActionVocabulary
 
@@ -97,26 +97,12 @@ def validate_calls(pairs: list[tuple[Any, Any]], vocabulary: ActionVocabulary, o
     used = set(taken)
     parsed: list[Action] = []
     for index, (name, arguments) in enumerate(pairs):
-        where = f'call #{index + 1}'
-        if not isinstance(name, str) or vocabulary.get(name) is None:
-            return _error(f'{where}: unknown action {name!r}; the vocabulary has {", ".join(vocabulary.names)}', text)
-        if not isinstance(arguments, dict):
-            return _error(f'{where} ({name}): arguments must be a JSON object, got {type(arguments).__name__}', text)
-        errors = vocabulary.validate_arguments(name, arguments)
-        if errors:
-            return _error(f'{where}: invalid arguments: ' + '; '.join(errors), text)
+        problem = call_problem(f'call #{index + 1}', name, arguments, vocabulary)
+        if problem:
+            return _error(problem, text)
         call_id = generate_call_id()
         while call_id in used:
             call_id = generate_call_id()
         used.add(call_id)
         parsed.append(Action(name, arguments, call_id))
-    clarification = vocabulary.clarification
-    if clarification is not None and any(a.name == clarification.action for a in parsed):
-        if len(parsed) != 1:
-            return _error(f'{clarification.action} must be the only call of a turn, got {len(parsed)} calls', text)
-        question = str(parsed[0].arguments[clarification.question_argument]).strip()
-        if not question:
-            return _error(f'{clarification.action}: the question is empty', text)
-        return ParsedOutput(OutputKind.CLARIFY, calls=tuple(parsed), reply=question, text=text)
-    actions = tuple(Action(a.name, vocabulary.with_defaults(a.name, a.arguments), a.call_id) for a in parsed)
-    return ParsedOutput(OutputKind.CALLS, calls=tuple(parsed), actions=actions, text=text)
+    return calls_output(parsed, vocabulary, text)

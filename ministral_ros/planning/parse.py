@@ -135,10 +135,9 @@ def _parse_calls(payload: str, vocabulary: ActionVocabulary, text: str, taken: f
                           + (f'; missing {missing}' if missing else '') + (f'; unexpected {extra}' if extra else ''),
                           text)
         name, arguments, call_id = call['name'], call['arguments'], call['id']
-        if not isinstance(name, str) or vocabulary.get(name) is None:
-            return _error(f'{where}: unknown action {name!r}; the vocabulary has {", ".join(vocabulary.names)}', text)
-        if not isinstance(arguments, dict):
-            return _error(f'{where} ({name}): arguments must be a JSON object, got {type(arguments).__name__}', text)
+        problem = call_problem(where, name, arguments, vocabulary, check_arguments=False)
+        if problem:
+            return _error(problem, text)
         if not isinstance(call_id, str) or not CALL_ID_RE.match(call_id):
             return _error(f'{where} ({name}): id must be 9 letters or digits, got {call_id!r}', text)
         if call_id in taken or any(a.call_id == call_id for a in parsed):
@@ -149,6 +148,25 @@ def _parse_calls(payload: str, vocabulary: ActionVocabulary, text: str, taken: f
         if errors:
             return _error(f'{where}: invalid arguments: ' + '; '.join(errors), text)
         parsed.append(Action(name, arguments, call_id))
+    return calls_output(parsed, vocabulary, text, {'renamed_ids': renamed})
+
+
+def call_problem(where: str, name: Any, arguments: Any, vocabulary: ActionVocabulary,
+                 check_arguments: bool = True) -> str:
+    """What is wrong with one call (unknown action, arguments not an object, invalid arguments), or ''."""
+    if not isinstance(name, str) or vocabulary.get(name) is None:
+        return f'{where}: unknown action {name!r}; the vocabulary has {", ".join(vocabulary.names)}'
+    if not isinstance(arguments, dict):
+        return f'{where} ({name}): arguments must be a JSON object, got {type(arguments).__name__}'
+    errors = vocabulary.validate_arguments(name, arguments) if check_arguments else []
+    return f'{where}: invalid arguments: ' + '; '.join(errors) if errors else ''
+
+
+def calls_output(parsed: list[Action], vocabulary: ActionVocabulary, text: str,
+                 details: dict[str, Any] | None = None) -> ParsedOutput:
+    """Valid calls as a plan: a clarification (its action alone, with a question) or actions with the
+    vocabulary's defaults filled in; an error for a clarification beside other calls or an empty question."""
+    details = details if details is not None else {}
     clarification = vocabulary.clarification
     if clarification is not None and any(a.name == clarification.action for a in parsed):
         if len(parsed) != 1:
@@ -156,11 +174,9 @@ def _parse_calls(payload: str, vocabulary: ActionVocabulary, text: str, taken: f
         question = str(parsed[0].arguments[clarification.question_argument]).strip()
         if not question:
             return _error(f'{clarification.action}: the question is empty', text)
-        return ParsedOutput(OutputKind.CLARIFY, calls=tuple(parsed), reply=question, text=text,
-                            details={'renamed_ids': renamed})
+        return ParsedOutput(OutputKind.CLARIFY, calls=tuple(parsed), reply=question, text=text, details=details)
     actions = tuple(Action(a.name, vocabulary.with_defaults(a.name, a.arguments), a.call_id) for a in parsed)
-    return ParsedOutput(OutputKind.CALLS, calls=tuple(parsed), actions=actions, text=text,
-                        details={'renamed_ids': renamed})
+    return ParsedOutput(OutputKind.CALLS, calls=tuple(parsed), actions=actions, text=text, details=details)
 
 
 def _reject_constant(name: str) -> Any:
