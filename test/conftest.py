@@ -21,15 +21,30 @@ def ros():
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
 
+    from rclpy._rclpy_pybind11 import InvalidHandle
+
     context = rclpy.Context()
     rclpy.init(context=context)
     executor = MultiThreadedExecutor(num_threads=4, context=context)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set() and context.ok():
+            try:
+                executor.spin_once(timeout_sec=0.1)
+            except InvalidHandle:
+                # rclpy race: a test destroyed a node while this thread was adding one of its event
+                # handlers to the wait set. Seen once in CI; it ended executor.spin and with it every
+                # later test of the module. The node under test is gone either way: keep spinning.
+                continue
+
+    thread = threading.Thread(target=spin, daemon=True)
     thread.start()
     yield context, executor
+    stop.set()
+    thread.join(5)
     executor.shutdown(timeout_sec=2)
     rclpy.shutdown(context=context)
-    thread.join(5)
 
 
 @pytest.fixture(scope='module')
