@@ -175,6 +175,8 @@ def test_a_resumed_run_continues_with_the_same_weights_and_batches(base_dir, dat
         assert torch.equal(parameter, dict(model.named_parameters())[name]), name
     with pytest.raises(ValueError, match='another configuration'):
         load_state(tmp_path, again, make_optimizer(again, small_config), replace(small_config, seed=1))
+    longer = load_state(tmp_path, again, make_optimizer(again, small_config), replace(small_config, steps=40))
+    assert longer.step == 1 and longer.schedules == [(1, 40)]
 
 
 def test_torch_engine_reuses_the_warm_prefix_and_decodes_greedily(base_dir, data, small_config):
@@ -196,3 +198,23 @@ def test_torch_engine_reuses_the_warm_prefix_and_decodes_greedily(base_dir, data
             reference.append(int(model(torch.tensor([reference])).logits[0, -1].argmax()))
     assert cold.token_ids == reference[300:]
     assert engine.generate(prompt, config, prefix=warmed).token_ids == with_prefix.token_ids
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU (training on one: --device cuda)')
+def test_the_answer_loss_and_its_gradients_on_cuda_equal_the_cpu_ones(base_dir, data, small_config):
+    from ministral_ros.demo_model.base_training import answer_loss, prefix_cache, prepare_model
+
+    chosen = [e for e in data.train if not e.group][:2]
+    prefix = chosen[0].prefix
+    results = []
+    for device in ('cpu', 'cuda'):
+        model = prepare_model(base_dir, small_config, device)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        loss, _ = answer_loss(model, prefix_cache(model, prefix), len(prefix), chosen)
+        loss.backward()
+        grads = {n: p.grad.detach().cpu() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((float(loss), grads))
+    (cpu_loss, cpu_grads), (cuda_loss, cuda_grads) = results
+    assert abs(cpu_loss - cuda_loss) < 1e-4 and cpu_grads.keys() == cuda_grads.keys()
+    for name, grad in cpu_grads.items():
+        assert torch.allclose(grad, cuda_grads[name], atol=1e-4, rtol=1e-3), name

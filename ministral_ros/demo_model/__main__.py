@@ -1,5 +1,6 @@
-"""``python -m ministral_ros.demo_model build|evaluate|sample|base-train|base-evaluate``: rebuild or check the demo
-model (``base-*``: the model fine-tuned on its pretrained base, issue 17; see base_run.py)."""
+"""``python -m ministral_ros.demo_model build|evaluate|sample|base-train|base-evaluate|assemble|release``: rebuild
+or check the demo model (``base-*``: the model fine-tuned on its pretrained base, issue 17, see base_run.py;
+``assemble``/``release``: its folder from the base wheel and the shipped delta, see assemble.py)."""
 from __future__ import annotations
 
 import argparse
@@ -82,13 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s',
                         stream=sys.stderr)
+    if args.command in BASE_COMMANDS:
+        return run_base_command(args)
     try:
         phrasings = load_phrasings(args.phrasings)
     except PhrasingsError as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
-    if args.command in BASE_COMMANDS:
-        return run_base_command(args)
     if args.command == 'sample':
         for example in generate_examples(phrasings, args.split, args.count, args.seed):
             print(json.dumps(example.to_dict(), ensure_ascii=False))

@@ -67,11 +67,11 @@ class TorchEngine:
                 if position + len(feed) > self.max_context:
                     finish = FinishReason.CONTEXT
                     break
-                cache_position = torch.arange(position, position + len(feed))
-                out = self.model(input_ids=torch.tensor([feed]), past_key_values=cache, use_cache=True,
-                                 cache_position=cache_position, position_ids=cache_position[None])
+                cache_position = torch.arange(position, position + len(feed), device=self.model.device)
+                out = self.model(input_ids=torch.tensor([feed], device=self.model.device), past_key_values=cache,
+                                 use_cache=True, cache_position=cache_position, position_ids=cache_position[None])
                 position += len(feed)
-                logits = out.logits[0, -1].float().numpy().copy()
+                logits = out.logits[0, -1].float().cpu().numpy().copy()
                 if constraint is not None:
                     constraint.apply(logits)
                 token = int(logits.argmax())

@@ -45,10 +45,12 @@ class RunConfig:
     eval_minutes: float = 30.0
     eval_requests: int = 100
     final_eval: bool = True
+    device: str = 'cpu'                # where to train: 'cpu' or 'cuda' (a resume may change it)
 
     def comparable(self) -> dict[str, Any]:
-        """What a resumed run must share with the run that wrote the state (not the time budgets)."""
-        return {'train': asdict(self.train), 'data': asdict(self.data)}
+        """What a resumed run must share with the run that wrote the state (not the time budgets, not the
+        schedule's length: a resume may lengthen or shorten it, recorded in ``TrainProgress.schedules``)."""
+        return {'train': {**asdict(self.train), 'steps': None}, 'data': asdict(self.data)}
 
 
 def ensure_base(work: Path) -> Path:
@@ -66,6 +68,7 @@ def _check_run_file(work: Path, config: RunConfig) -> None:
     wanted = json.loads(json.dumps(config.comparable()))
     if path.is_file():
         saved = json.loads(path.read_text(encoding='utf-8'))
+        saved['train']['steps'] = None  # run.json files written before the schedule could change
         if saved != wanted:
             raise ValueError(f'{work} holds a run with another configuration ({path}); pass the same flags to '
                              'resume it, or use another --work folder')
@@ -107,7 +110,7 @@ def run_training(work: Path | str, config: RunConfig) -> dict[str, Any]:
     data = build_data(base, config.data, cache=work / 'data.pkl')
     logger.info('%d training examples (%d single-turn), constant prefix %d tokens, %d held-out loss examples',
                 len(data.train), sum(1 for e in data.train if not e.group), len(data.prefix), len(data.heldout))
-    model = prepare_model(base, config.train)
+    model = prepare_model(base, config.train, config.device)
     optimizer = make_optimizer(model, config.train)
     progress = load_state(work, model, optimizer, config.train)
     if progress.step == 0:

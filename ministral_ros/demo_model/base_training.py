@@ -99,13 +99,15 @@ def _lora_class():
     return LoRALinear
 
 
-def prepare_model(base_dir: Path | str, config: BaseTrainConfig):
-    """The base model with only the trainable parts of ``config.mode`` requiring gradients."""
+def prepare_model(base_dir: Path | str, config: BaseTrainConfig, device: str = 'cpu'):
+    """The base model on ``device`` ('cpu', 'cuda') with only the trainable parts of ``config.mode``
+    requiring gradients. Every function below works on the model's device."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32, attn_implementation='sdpa')
+    model.to(device)
     if not model.config.tie_word_embeddings:
         raise ValueError(f'{base_dir}: expected tied embeddings (the base checkpoint of smollm_base.py)')
     for parameter in model.parameters():
@@ -121,7 +123,7 @@ def prepare_model(base_dir: Path | str, config: BaseTrainConfig):
         _add_lora(model, config)
     embedding = model.model.embed_tokens.weight
     embedding.requires_grad_(True)
-    row_mask = torch.zeros(embedding.shape[0], 1)
+    row_mask = torch.zeros(embedding.shape[0], 1, device=embedding.device)
     row_mask[:len(CONTROL_TOKENS)] = 1.0
     embedding.register_hook(lambda grad: grad * row_mask)
     model.model.embed_tokens.register_forward_hook(lambda module, inputs, output: output.detach())
@@ -182,7 +184,8 @@ def prefix_cache(model, prefix: Sequence[int]) -> list[tuple[Any, Any]]:
     from transformers import DynamicCache
 
     with torch.no_grad():  # a cache without the config: every layer keeps all keys, the masks apply windows
-        out = model.model(input_ids=torch.tensor([list(prefix)]), past_key_values=DynamicCache(), use_cache=True)
+        out = model.model(input_ids=torch.tensor([list(prefix)], device=model.device), past_key_values=DynamicCache(),
+                          use_cache=True)
     cache = out.past_key_values
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -213,9 +216,10 @@ def answer_loss(model, prefix_kv: list[tuple[Any, Any]], prefix_length: int, exa
     import torch.nn.functional as F
     from transformers import DynamicCache
 
+    device = model.device
     lengths = [len(e.suffix) for e in examples]
-    ids = torch.tensor([[token for e in examples for token in e.suffix]])
-    positions = torch.cat([torch.arange(prefix_length, prefix_length + n) for n in lengths])
+    ids = torch.tensor([[token for e in examples for token in e.suffix]], device=device)
+    positions = torch.cat([torch.arange(prefix_length, prefix_length + n) for n in lengths]).to(device)
     scored, labels, begin = [], [], 0
     for example, length in zip(examples, lengths):
         for j in range(example.answer_start, length):
@@ -223,13 +227,14 @@ def answer_loss(model, prefix_kv: list[tuple[Any, Any]], prefix_length: int, exa
                 scored.append(begin + j - 1)
                 labels.append(example.suffix[j])
         begin += length
-    masks = packed_masks(prefix_length, lengths, getattr(model.config, 'sliding_window', None))
+    masks = {kind: mask.to(device) for kind, mask in
+             packed_masks(prefix_length, lengths, getattr(model.config, 'sliding_window', None)).items()}
     cache = DynamicCache(ddp_cache_data=list(prefix_kv))
-    cache_position = torch.arange(prefix_length, prefix_length + ids.shape[1])
+    cache_position = torch.arange(prefix_length, prefix_length + ids.shape[1], device=device)
     hidden = model.model(input_ids=ids, attention_mask=masks, past_key_values=cache, use_cache=True,
                          position_ids=positions[None], cache_position=cache_position).last_hidden_state
-    logits = output_logits(model, hidden[0, torch.tensor(scored)])
-    return F.cross_entropy(logits, torch.tensor(labels)), logits
+    logits = output_logits(model, hidden[0, torch.tensor(scored, device=device)])
+    return F.cross_entropy(logits, torch.tensor(labels, device=device)), logits
 
 
 def output_logits(model, hidden):
@@ -252,7 +257,7 @@ def check_prefix_reuse(model, examples: Sequence[EncodedExample]) -> float:
         _, split = answer_loss(model, prefix_cache(model, prefix), len(prefix), examples)
         reference = []
         for example in examples:
-            logits = model(input_ids=torch.tensor([example.ids])).logits[0]
+            logits = model(input_ids=torch.tensor([example.ids], device=model.device)).logits[0]
             scored = [len(prefix) + j - 1 for j in range(example.answer_start, len(example.suffix))
                       if j not in example.unscored]
             reference.append(logits[scored])
@@ -294,10 +299,12 @@ class TrainProgress:
     cpu_seconds: float = 0.0
     losses: list = None          # (step, smoothed loss)
     evaluations: list = None     # dicts written by the periodic evaluation
+    schedules: list = None       # (step, steps): the schedule's length was changed to ``steps`` at ``step``
 
     def __post_init__(self) -> None:
         self.losses = self.losses or []
         self.evaluations = self.evaluations or []
+        self.schedules = self.schedules or []
 
 
 class BatchStream:
@@ -344,7 +351,8 @@ def load_state(work: Path, model, optimizer, config: BaseTrainConfig) -> TrainPr
         return TrainProgress()
     state = torch.load(path, map_location='cpu', weights_only=False)
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in state['config'].items()}
-    if saved != {k: tuple(v) if isinstance(v, list) else v for k, v in asdict(config).items()}:
+    wanted = {k: tuple(v) if isinstance(v, list) else v for k, v in asdict(config).items()}
+    if {**saved, 'steps': config.steps} != wanted:  # only the schedule's length may change on resume
         raise ValueError(f'{path} was written with another configuration ({saved}); use the same flags '
                          'or another --work folder')
     parameters = dict(model.named_parameters())
@@ -353,6 +361,10 @@ def load_state(work: Path, model, optimizer, config: BaseTrainConfig) -> TrainPr
             parameters[name].copy_(tensor)
     optimizer.load_state_dict(state['optimizer'])
     progress = TrainProgress(**state['progress'])
+    if saved['steps'] != config.steps:
+        logger.warning('the schedule now ends at step %d (was %d), from step %d on', config.steps, saved['steps'],
+                       progress.step)
+        progress.schedules.append((progress.step, config.steps))
     logger.info('resumed from %s at step %d (epoch %d, batch %d)', path, progress.step, progress.epoch,
                 progress.batch_index)
     return progress

@@ -21,6 +21,7 @@ exporter and planner take like a real Ministral one:
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 import hashlib
 import importlib.util
@@ -28,6 +29,7 @@ import json
 import logging
 from pathlib import Path
 
+from ministral_ros.demo_model.delta import apply_delta
 from ministral_ros.demo_model.tokenizer_builder import check_control_ids, CONTROL_TOKENS
 import numpy as np
 from tokenizers import AddedToken, decoders, models, pre_tokenizers, Regex, Tokenizer
@@ -201,17 +203,26 @@ def ministral_config(shape: BaseShape, layer_types: tuple[str, ...], window: int
             'attention_dropout': 0.0, 'torch_dtype': 'float32'}
 
 
+def base_state(base: BaseModel) -> dict[str, np.ndarray]:
+    """The base's tensors by Hugging Face name, the embedding rows in this tokenizer's ids."""
+    weights = dict(base.weights)
+    weights['model.embed_tokens.weight'] = remap_embedding(weights['model.embed_tokens.weight'])
+    return weights
+
+
 def write_base_checkpoint(base: BaseModel, out: Path, layer_types: tuple[str, ...] | None = None,
-                          window: int | None = None) -> Path:
+                          window: int | None = None, delta: Mapping[str, np.ndarray] | None = None) -> Path:
     """Write the base as a Hugging Face Ministral checkpoint folder (float32 safetensors, config.json,
-    tokenizer.json with the control tokens); every layer full unless ``layer_types`` says otherwise."""
+    tokenizer.json with the control tokens); every layer full unless ``layer_types`` says otherwise.
+    ``delta`` (delta.py): the fine-tuned model instead of the base."""
     from safetensors.numpy import save_file
 
     layer_types = layer_types or ('full_attention',) * base.shape.layers
     config = ministral_config(base.shape, layer_types, window)
     out.mkdir(parents=True, exist_ok=True)
-    weights = dict(base.weights)
-    weights['model.embed_tokens.weight'] = remap_embedding(weights['model.embed_tokens.weight'])
+    weights = base_state(base)
+    if delta is not None:
+        weights = apply_delta(weights, delta)
     save_file(weights, str(out / 'model.safetensors'), metadata={'format': 'pt'})
     (out / 'config.json').write_text(json.dumps(config, indent=1))
     (out / 'generation_config.json').write_text(json.dumps({'bos_token_id': 1, 'eos_token_id': 2}))
