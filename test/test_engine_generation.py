@@ -140,6 +140,47 @@ def test_constraint_allowing_nothing_stops(engine):
     assert result.finish_reason is FinishReason.CONSTRAINT and result.token_ids == []
 
 
+class ForcesThreeAfterTheFirst(EvenTokensThenDone):
+    """Free first token; then tokens 10, 12, 14 are the only ones allowed (and reported as forced)."""
+
+    FORCED = [10, 12, 14]
+
+    def _pending(self) -> list[int]:
+        return self.FORCED[len(self.accepted) - 1:] if 1 <= len(self.accepted) <= len(self.FORCED) else []
+
+    def apply(self, logits: np.ndarray) -> None:
+        pending = self._pending()
+        if pending:
+            keep = logits[pending[0]]
+            logits[:] = -np.inf
+            logits[pending[0]] = keep
+
+    def forced_tokens(self) -> list[int]:
+        return self._pending()
+
+    def is_terminated(self) -> bool:
+        return len(self.accepted) == 8
+
+
+def test_fast_forward_feeds_forced_tokens_in_one_step_with_the_same_result(engine):
+    runs = {}
+    for fast in (True, False):
+        steps = []
+        original = engine._step
+        engine._step = lambda ids, original=original: (steps.append(len(ids)), original(ids))[1]
+        try:
+            constraint = ForcesThreeAfterTheFirst()
+            result = engine.generate(PROMPT, GenerationConfig(max_new_tokens=50, fast_forward=fast),
+                                     constraint=constraint)
+        finally:
+            del engine._step
+        runs[fast] = (result.token_ids, steps)
+        assert result.token_ids == constraint.accepted and result.token_ids[1:4] == ForcesThreeAfterTheFirst.FORCED
+        assert result.finish_reason is FinishReason.CONSTRAINT and len(result.token_ids) == 8
+    assert runs[True][0] == runs[False][0]  # the same greedy tokens after the forced ones: the same KV state
+    assert runs[True][1] == [8, 4] + [4, 1, 1, 1] and runs[False][1] == [8, 4] + [1] * 7  # prompt: chunks of 8
+
+
 def test_sampler_distribution_matches_hand_computed_top_k_top_p():
     logits = np.log(np.array([0.5, 0.2, 0.15, 0.1, 0.05], dtype=np.float32))
     rng = np.random.default_rng(0)

@@ -224,6 +224,23 @@ def test_constraint_accepts_mistral_common_tool_call_turns(reference, grammars, 
         assert ok, (mode, why)
 
 
+@pytest.mark.parametrize('calls', REFERENCE_CALLS, ids=[c[0]['name'] + str(len(c)) for c in REFERENCE_CALLS])
+def test_forced_tokens_are_mistral_commons_own_tokens(reference, grammars, calls):
+    """Fast-forward (the engine feeds forced tokens without sampling) must write exactly the tokens
+    mistral-common writes for the same turn, and it must leave a good part of the turn to the grammar."""
+    ids = reference_turn(reference, calls)
+    constraint, position, forced_count = grammars['call'].new_constraint(), 0, 0
+    while position < len(ids):
+        forced = constraint.forced_tokens()
+        assert ids[position:position + len(forced)] == forced, (position, forced)
+        for token in forced or ids[position:position + 1]:
+            constraint.accept(token)
+        forced_count += len(forced)
+        position += max(len(forced), 1)
+    assert constraint.is_terminated() and not constraint.error
+    assert forced_count >= len(ids) // 4, (forced_count, len(ids))
+
+
 def test_constraint_accepts_mistral_common_replies_only_when_allowed(reference, grammars):
     for text in ('Hello! What would you like me to do?', 'Sure.\n\nI can go to rooms, move and turn.', 'ok'):
         ids = reference_turn(reference, text=text)

@@ -269,6 +269,7 @@ class Engine:
         rng = np.random.default_rng(config.seed)
         stops = set(config.stop_token_ids)
         first_token_at = None
+        forced_tokens = getattr(constraint, 'forced_tokens', None) if config.fast_forward else None
         while True:
             if cancel is not None and cancel.is_set():
                 result.finish_reason = FinishReason.CANCELLED
@@ -283,25 +284,21 @@ class Engine:
             if first_token_at is None:
                 first_token_at = time.perf_counter()
                 result.time_to_first_token_s = first_token_at - started
-            result.token_ids.append(token)
-            if constraint is not None:
-                constraint.accept(token)
-            if on_token is not None:
-                on_token(token)
-            if token in stops:
-                result.finish_reason = FinishReason.STOP
+            step = [token]
+            finish = _take(token, result, config, constraint, on_token, stops)
+            while finish is None and forced_tokens is not None and (forced := forced_tokens()):
+                for token in forced:
+                    step.append(token)
+                    finish = _take(token, result, config, constraint, on_token, stops)
+                    if finish is not None:
+                        break
+            if finish is not None:
+                result.finish_reason = finish
                 break
-            if len(result.token_ids) >= config.max_new_tokens:
-                result.finish_reason = FinishReason.LENGTH
-                break
-            if constraint is not None and constraint.is_terminated():
-                result.finish_reason = FinishReason.CONSTRAINT
-                break
-            if self.cache.position >= self.max_context:
+            if self.cache.position + len(step) > self.max_context:
                 result.finish_reason = FinishReason.CONTEXT
                 break
-            self._step(np.array([token], dtype=np.int64))
-            logits = self._logits[0]
+            logits = self.feed(step)
         result.decode_s = time.perf_counter() - first_token_at if first_token_at is not None else 0.0
         return result
 
@@ -310,6 +307,23 @@ class Engine:
         """KV bytes by layer kind: ``allocated_*`` (buffer capacity) and ``used_*`` (live entries)."""
         allocated, used = self.cache.allocated_bytes(), self.cache.used_bytes()
         return {**{f'allocated_{k}': v for k, v in allocated.items()}, **{f'used_{k}': v for k, v in used.items()}}
+
+
+def _take(token: int, result: GenerationResult, config: GenerationConfig, constraint: LogitsConstraint | None,
+          on_token: Callable[[int], None] | None, stops: set[int]) -> FinishReason | None:
+    """Record one new token (sampled or forced); the reason generation ends with it, if it does."""
+    result.token_ids.append(token)
+    if constraint is not None:
+        constraint.accept(token)
+    if on_token is not None:
+        on_token(token)
+    if token in stops:
+        return FinishReason.STOP
+    if len(result.token_ids) >= config.max_new_tokens:
+        return FinishReason.LENGTH
+    if constraint is not None and constraint.is_terminated():
+        return FinishReason.CONSTRAINT
+    return None
 
 
 def _describe_windows(windows: tuple[int | None, ...]) -> str:

@@ -226,3 +226,10 @@ class ActionConstraint:
 
     def is_terminated(self) -> bool:
         return self._finished or bool(self.error)
+
+    def forced_tokens(self) -> list[int]:
+        """The tokens the grammar forces next (llguidance's fast-forward tokens: the canonical tokenization
+        of forced text, never a token that a longer match could still replace); empty when there is a choice."""
+        if self._finished or self.error:
+            return []
+        return list(self._matcher.compute_ff_tokens())
