@@ -16,7 +16,9 @@ setup(
         ('share/' + PACKAGE, ['package.xml']),
         ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
         ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+        # assembled by `python -m ministral_ros.demo_model assemble` (tools/setup_env.sh) before the build
         ('share/' + PACKAGE + '/models/' + DEMO_MODEL, glob(f'models/{DEMO_MODEL}/*')),
+        ('share/' + PACKAGE + '/models/' + DEMO_MODEL + '-recipe', glob(f'models/{DEMO_MODEL}-recipe/*')),
     ],
     install_requires=['setuptools'],
     zip_safe=False,

@@ -1,7 +1,7 @@
 """Accuracy and latency of the embedded demo model on held-out commands, through the real Planner.
 
     .venv/bin/python benchmarks/bench_demo_model.py [--model models/ministral-robot-demo] [--count 400]
-        [--conversations 40] [--threads 1] [--seed 0] [--json]
+        [--conversations 40] [--threads 1] [--seed 0] [--no-fast-forward] [--json]
 
 Held-out commands are generated from templates never used in training
 (config/demo_phrasings.yaml, ``heldout`` lists). Each command is planned as an independent request
@@ -13,6 +13,7 @@ on this CPU. Timings on a shared machine swing by 2-3x: compare numbers from one
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 from pathlib import Path
 import platform
@@ -29,6 +30,8 @@ def main() -> int:
     parser.add_argument('--conversations', type=int, default=40, help='held-out conversations of 3 commands')
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--no-fast-forward', action='store_true',
+                        help='decode every token on its own (GenerationConfig.fast_forward off)')
     parser.add_argument('--json', action='store_true', help='print one JSON object instead of tables')
     args = parser.parse_args()
 
@@ -39,16 +42,18 @@ def main() -> int:
     from ministral_ros.planning.planner import Planner
 
     if not (args.model / 'manifest.json').is_file():
-        print(f'error: {args.model} is not an exported model folder (no manifest.json); build it with '
-              '`python -m ministral_ros.demo_model build --work /tmp/demo-work`', file=sys.stderr)
+        print(f'error: {args.model} is not an exported model folder (no manifest.json); the embedded one is '
+              'assembled by `python -m ministral_ros.demo_model assemble` (tools/setup_env.sh)', file=sys.stderr)
         return 2
     started = time.perf_counter()
     planner = Planner.from_model_dir(args.model, provider='cpu', threads=args.threads)
     load_s = time.perf_counter() - started
+    planner.generation = replace(planner.generation, fast_forward=not args.no_fast_forward)
     phrasings = load_phrasings()
     single = evaluate_single(planner, generate_examples(phrasings, 'heldout', args.count, args.seed))
     conversations = evaluate_conversations(planner, heldout_conversations(phrasings, args.conversations, 3, args.seed))
-    machine = f'{platform.processor() or platform.machine()}, threads={args.threads}'
+    machine = (f'{platform.processor() or platform.machine()}, threads={args.threads}, '
+               f'fast_forward={not args.no_fast_forward}')
     result = {'model': str(args.model), 'machine': machine, 'load_s': load_s, 'single': single.summary(),
               'conversations': conversations.summary()}
     if args.json:

@@ -176,3 +176,13 @@ def test_assembly_is_skipped_when_up_to_date_redone_when_altered_and_checked(tun
         handle.write(b'\x00' if last != b'\x00' else b'\x01')
     with pytest.raises(AssemblyError, match='git checkout'):
         assemble(recipe_dir, out, force=True)
+
+
+def test_the_cli_reports_a_missing_recipe_and_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, '-m', 'ministral_ros.demo_model', 'assemble', '--recipe', str(tmp_path),
+                           '--out', str(tmp_path / 'model')], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and 'recipe.json is missing' in done.stderr, done.stderr
+    assert not (tmp_path / 'model').exists()

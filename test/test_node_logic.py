@@ -525,11 +525,11 @@ def test_node_logic_modules_do_not_import_rclpy():
         assert 'rclpy' not in imported, f'{path} imports rclpy'
 
 
-def test_default_model_name_matches_the_demo_model_builder():
-    tree = ast.parse((ROOT / 'ministral_ros' / 'demo_model' / 'build.py').read_text())
-    [value] = [node.value.value for node in tree.body if isinstance(node, ast.Assign) and
-               [getattr(t, 'id', '') for t in node.targets] == ['DEFAULT_MODEL_NAME']]
-    assert value == DEFAULT_MODEL_NAME
+def test_the_default_model_is_the_folder_the_set_up_assembles():
+    from ministral_ros.demo_model.assemble import MODEL_DIR, RECIPE_DIR
+
+    assert NodeSettings().resolved_model_dir() == MODEL_DIR == ROOT / 'models' / DEFAULT_MODEL_NAME
+    assert RECIPE_DIR == ROOT / 'models' / f'{DEFAULT_MODEL_NAME}-recipe'
 
 
 class _Warnings:

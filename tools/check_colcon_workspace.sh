@@ -40,6 +40,8 @@ found="$("$colcon" list --names-only --base-paths src src/ministral_ros/interfac
 [ "$found" = "ministral_ros ministral_ros_interfaces " ] || { log "colcon found: $found"; exit 1; }
 default="$("$colcon" list --names-only | tr '\n' ' ')"
 log "packages found by default: $default; with --base-paths: $found"
+log "assembling the demo model in the source tree (README: before colcon build)"
+(cd "$ws/src/ministral_ros" && "$python" -m ministral_ros.demo_model assemble >/dev/null)
 log "building in $ws"
 "$colcon" build --base-paths src src/ministral_ros/interfaces --cmake-args "${cmake_args[@]}" >&2
 
@@ -48,7 +50,8 @@ set +u  # colcon's setup scripts read unset variables
 . install/setup.sh
 set -u
 share="$ws/install/ministral_ros/share/ministral_ros"
-for f in launch/ministral.launch.py config/ministral.yaml package.xml; do
+for f in launch/ministral.launch.py config/ministral.yaml package.xml models/ministral-robot-demo/manifest.json \
+    models/ministral-robot-demo-recipe/recipe.json; do
   [ -f "$share/$f" ] || { log "missing $share/$f"; exit 1; }
 done
 node="$ws/install/ministral_ros/lib/ministral_ros/ministral_node"

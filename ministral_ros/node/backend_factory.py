@@ -38,9 +38,9 @@ def check_model_dir(model_dir: Path, explicit: bool) -> None:
         if explicit:
             hint = 'set the parameter model_dir to a folder made by `ministral-ros export`'
         else:
-            hint = (f'the embedded demo model ({DEFAULT_MODEL_NAME}) is not installed: build '
-                    'it with `python -m ministral_ros.demo_model build` (models/README.md) or '
-                    'set the parameter model_dir')
+            hint = (f'the embedded demo model ({DEFAULT_MODEL_NAME}) is not assembled: run '
+                    '`python -m ministral_ros.demo_model assemble` (tools/setup_env.sh does; models/README.md) '
+                    'or set the parameter model_dir')
         raise BackendError(f'model folder {model_dir} does not exist: {hint}')
     if not model_dir.is_dir():
         raise BackendError(f'model_dir {model_dir} is a file, not a folder: point it at the '

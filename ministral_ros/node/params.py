@@ -23,7 +23,7 @@ from ministral_ros.share_paths import shared_path
 from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES
 
 # The embedded demo model, used when ``model_dir`` is empty: the folder that
-# ``python -m ministral_ros.demo_model build`` writes under ``models/`` (kept equal by a test).
+# ``python -m ministral_ros.demo_model assemble`` writes under ``models/`` (kept equal by a test).
 DEFAULT_MODEL_NAME = 'ministral-robot-demo'
 
 OVERFLOW_POLICIES = ('drop_oldest', 'drop_newest', 'preempt')
@@ -182,6 +182,12 @@ class NodeSettings:
                           low=0.0, high=1.0, low_exclusive=True)
     seed: int = _param(-1, 'Sampling seed; -1 = a fresh seed per request.',
                        '-1 = fresh seed per request', low=-1, high=2**31 - 1)
+    fast_forward: bool = _param(
+        True, 'Feed the tokens the action grammar forces (e.g. `", "arguments": {"` after an action name) to the '
+        'model in one step with the sampled token instead of one step each: the same tokens (their canonical '
+        'tokenization), fewer decode steps. Measured on the demo model: median plan 288 ms vs 561 ms, the '
+        'same accuracy (models/README.md). Off: every token is decoded on its own.',
+        'forced grammar tokens in one step')
     queue_size: int = _param(8, 'Requests waiting while one is generated (bounded).',
                              'requests waiting while one is generated', low=1, high=1000)
     overflow_policy: str = _param(
@@ -247,7 +253,7 @@ class NodeSettings:
     def generation_config(self) -> GenerationConfig:
         return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                                 top_k=self.top_k, top_p=self.top_p,
-                                seed=None if self.seed < 0 else self.seed)
+                                seed=None if self.seed < 0 else self.seed, fast_forward=self.fast_forward)
 
     def resolved_model_dir(self) -> Path:
         return Path(self.model_dir).expanduser() if self.model_dir else default_model_dir()
