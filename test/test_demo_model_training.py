@@ -127,12 +127,14 @@ def test_bad_inputs_are_refused():
 def test_build_flags_set_the_model_shape(capsys):
     from ministral_ros.demo_model.__main__ import _parser, _shape, main
 
-    args = _parser().parse_args(['build', '--work', '/tmp/unused', '--layers', '6', '--hidden', '128',
-                                 '--ffn', '384', '--window', '256', '--layer-pattern', 'full, sliding,sliding'])
+    args = _parser().parse_args(['build', '--work', '/tmp/unused', '--out', '/tmp/unused/model', '--layers', '6',
+                                 '--hidden', '128', '--ffn', '384', '--window', '256',
+                                 '--layer-pattern', 'full, sliding,sliding'])
     shape = _shape(args)
     assert (shape.layers, shape.hidden, shape.head_dim, shape.ffn, shape.window) == (6, 128, 32, 384, 256)
     assert shape.layer_types == ['full_attention', 'sliding_attention', 'sliding_attention'] * 2
-    assert main(['build', '--work', '/tmp/unused', '--hidden', '130']) == 2
+    assert main(['build', '--work', '/tmp/unused', '--out', '/tmp/unused/model', '--hidden', '130']) == 2
     assert 'multiple of 4' in capsys.readouterr().err
-    assert main(['build', '--work', '/tmp/unused', '--layer-pattern', 'full,global']) == 2
+    assert main(['build', '--work', '/tmp/unused', '--out', '/tmp/unused/model',
+                 '--layer-pattern', 'full,global']) == 2
     assert 'layer_pattern' in capsys.readouterr().err

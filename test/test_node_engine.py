@@ -374,7 +374,12 @@ def test_bare_console_script_autostarts_on_the_embedded_demo_model(ros, tmp_path
         if demo.is_dir():
             assert status['state'] == 'active' and status['model_dir'] == str(demo)
             probe.command.publish(String(data='go to the kitchen'))
-            [plan] = probe.wait_plans(1, timeout=60)
+            try:
+                [plan] = probe.wait_plans(1, timeout=60)
+            except AssertionError as error:
+                log.flush()
+                tail = (tmp_path / 'node.log').read_text(errors='replace')[-3000:]
+                raise AssertionError(f'{error}; statuses {probe.status.json()[-2:]}; node log:\n{tail}') from None
             assert plan.status in ('ok', 'reply', 'clarify'), plan.error
         else:
             assert status['state'] == 'unconfigured'
