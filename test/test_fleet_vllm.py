@@ -291,10 +291,11 @@ def test_stop_during_remote_generation_aborts_it(robots, server):
 
 def test_server_killed_mid_request_gives_fallback_or_error_plans(robots, server):
     robot_a, robot_b = robots
-    process = server[2]
+    metrics_url, process = server[1], server[2]
     robot_b.send('killed: say something long')
-    wait_until(lambda: any(s.get('busy_request_id') for s in robot_b.status.json()[-1:]), 30, 'generation to start')
-    time.sleep(1.0)
+    # Killed the moment the server itself reports the request running (not after a fixed sleep: on a
+    # loaded machine a random model may finish its sentence before a late kill).
+    wait_until(lambda: _metric(metrics_url, 'vllm:num_requests_running') >= 1, 30, 'the server to run the request')
     killed = time.monotonic()
     _stop(process)
     plan_b = robot_b.plan_for('killed: say something long', 60)
