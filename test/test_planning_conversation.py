@@ -125,6 +125,9 @@ def call(name, arguments, call_id):
 
 
 def make_planner(tok, vocab, grammars, engine, allow_reply=True, history=HistoryPolicy(), **config) -> Planner:
+    """A planner on the scripted engine; the scripted outputs carry their own call ids, so the planner
+    does not choose them (``choose_call_ids`` has its own tests: test_planning_call_ids.py)."""
+    config.setdefault('choose_call_ids', False)
     return Planner(engine, tok, vocab, PlannerConfig(system_prompt=SYSTEM, history=history,
                                                      constraint=ConstraintOptions(allow_reply=allow_reply), **config),
                    grammar=grammars[allow_reply])

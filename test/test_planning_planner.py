@@ -5,12 +5,15 @@ plan. Random weights make the choices random; validity must still be total."""
 from __future__ import annotations
 
 from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import replace
 import io
 import json
 from pathlib import Path
+import random
 import threading
 
 import jsonschema
+from ministral_ros.chat.prompt import generate_call_id
 from ministral_ros.chat.tekken import bundled_tekken_path, convert_tekken
 from ministral_ros.chat.tokenizer import MinistralTokenizer
 from ministral_ros.cli import main as cli_main
@@ -46,14 +49,15 @@ def parts(model_dir):
     return engine, tokenizer, vocabulary, lltokenizer
 
 
-def planner_for(parts, allow_reply: bool, history: HistoryPolicy, **generation) -> Planner:
+def planner_for(parts, allow_reply: bool, history: HistoryPolicy, rng: random.Random | None = None,
+                **generation) -> Planner:
     engine, tokenizer, vocabulary, lltokenizer = parts
     options = ConstraintOptions(allow_reply=allow_reply, max_calls=3, max_reply_chars=120)
     grammar = ToolCallGrammar(vocabulary, tokenizer.hf, tokenizer.vocab_size, tokenizer.eos_id,
                               tokenizer.control_id('[TOOL_CALLS]'), options, lltokenizer=lltokenizer)
     config = PlannerConfig(generation=GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, **generation),
                            constraint=options, history=history)
-    return Planner(engine, tokenizer, vocabulary, config, grammar=grammar)
+    return Planner(engine, tokenizer, vocabulary, config, grammar=grammar, rng=rng)
 
 
 def varied_prompts(vocabulary) -> list[str]:
@@ -146,6 +150,32 @@ def test_multi_turn_continuation_on_the_engine(parts):
     planner.reset_history()
     third = planner.plan(PlanRequest('c', 'go to the kitchen', RequestSource.COMMAND), cancel)
     assert third.stats['prompt_tokens'] == first.stats['prompt_tokens']
+
+
+def test_call_ids_are_drawn_by_the_planner(parts):
+    """Every call id is the planner's draw (seeded here), never one the history holds; the random model
+    would write ids of its own otherwise."""
+    vocabulary, cancel = parts[2], threading.Event()
+    planner = planner_for(parts, False, HistoryPolicy(max_exchanges=4), rng=random.Random(9), temperature=1.0, seed=2)
+    draws, seen = random.Random(9), []
+    for index, text in enumerate(['go to the kitchen and pick up the cup', 'now the office', 'turn around']):
+        plan = planner.plan(PlanRequest(f'r{index}', text, RequestSource.COMMAND), cancel)
+        check_plan(plan, vocabulary, allow_reply=False)
+        ids = [action.call_id for action in plan.actions]
+        expected = []
+        while len(expected) < len(ids):
+            candidate = generate_call_id(draws)
+            if candidate not in seen:
+                expected.append(candidate)
+        assert ids == expected and not set(ids) & set(seen)
+        seen += ids
+        for action in plan.actions:
+            planner.report_result(ActionResult(action.call_id, ActionOutcome.SUCCEEDED))
+    own = planner_for(parts, False, HistoryPolicy(max_exchanges=0), rng=random.Random(9), temperature=1.0, seed=2)
+    own.config = replace(own.config, choose_call_ids=False)  # the model writes the ids
+    plan = own.plan(PlanRequest('own', 'go to the kitchen and pick up the cup', RequestSource.COMMAND), cancel)
+    check_plan(plan, vocabulary, allow_reply=False)
+    assert plan.actions[0].call_id != seen[0]
 
 
 def test_cancel_during_generation_on_the_engine(parts):

@@ -22,6 +22,12 @@ here), warms it once (``Engine.warm_prefix``) and passes it to every generation;
 it whenever the prompt starts with it (first request, after ``reset_history``, or with
 ``max_exchanges=0``). With history, the whole prompt is prefilled: the price of the trained format,
 which we keep for accuracy. User text is stripped, so the prefix always ends at the blank line.
+
+Call ids
+--------
+With ``PlannerConfig.choose_call_ids`` (the default) the planner picks every call id (fresh, random,
+never one the conversation holds) and forces its tokens (``call_ids.py`` says why and how); the
+model still chooses everything else.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 import logging
 from pathlib import Path
+import random
 import threading
 import time
 from typing import Any, Protocol
@@ -37,6 +44,7 @@ from ministral_ros.chat.prompt import ChatFormatError, ChatMessage, common_prefi
 from ministral_ros.chat.tokenizer import MinistralTokenizer, StreamDecoder
 from ministral_ros.engine.generation import FinishReason, GenerationConfig, GenerationResult, LogitsConstraint
 from ministral_ros.planning.backend import PlanRequest
+from ministral_ros.planning.call_ids import CallIdSource, ForcedCallIds
 from ministral_ros.planning.constraint import ConstraintOptions, ToolCallGrammar
 from ministral_ros.planning.conversation import (
     Conversation,
@@ -80,6 +88,7 @@ class PlannerConfig:
     history: HistoryPolicy = field(default_factory=HistoryPolicy)
     max_input_chars: int = 2000
     warm_prefix: bool = True
+    choose_call_ids: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.system_prompt, str):
@@ -97,8 +106,11 @@ class Planner:
     and ``reset_history`` never wait for a running generation."""
 
     def __init__(self, engine: EngineLike, tokenizer: MinistralTokenizer, vocabulary: ActionVocabulary,
-                 config: PlannerConfig | None = None, *, grammar: ToolCallGrammar | None = None) -> None:
+                 config: PlannerConfig | None = None, *, grammar: ToolCallGrammar | None = None,
+                 rng: random.Random | None = None) -> None:
+        """``rng`` draws the call ids (default: seeded by the operating system)."""
         self.engine: EngineLike | None = engine   # None once closed
+        self._id_rng = rng or random.Random()
         self.tokenizer = tokenizer
         self.vocabulary = vocabulary
         self.config = config or PlannerConfig()
@@ -290,12 +302,12 @@ class Planner:
             return self._fail(request, f'the request needs {len(selection.prompt)} prompt tokens plus max_new_tokens '
                                        f'{generation.max_new_tokens}, more than the context of {engine.max_context} '
                                        'tokens: shorten the request or the vocabulary, or raise max_context')
-        constraint = grammar.new_constraint()
+        taken = {call.call_id for exchange in selection.exchanges for call in exchange.calls}
+        constraint = self._constraint(grammar, taken)
         result = self._decode(engine, selection.prompt, generation, constraint, cancel, on_token)
         stats = _stats(result, selection)
         if result.finish_reason == FinishReason.CANCELLED:
             return self._cancelled(request, 'generation was cancelled', stats)
-        taken = {call.call_id for exchange in selection.exchanges for call in exchange.calls}
         parsed = parse_output(result.token_ids, self.tokenizer, self.vocabulary, grammar.options.allow_reply, taken)
         if parsed.kind == OutputKind.ERROR:
             detail = parsed.error
@@ -314,6 +326,14 @@ class Planner:
             # robot never received.
             return self._cancelled(request, 'generation was cancelled', stats)
         return parsed.to_plan(request, stats)
+
+    def _constraint(self, grammar: ToolCallGrammar, taken: set[str]) -> LogitsConstraint:
+        """The vocabulary constraint of one generation, with the call ids chosen here when configured."""
+        inner = grammar.new_constraint()
+        if not self.config.choose_call_ids:
+            return inner
+        return ForcedCallIds(inner, self.tokenizer.token_bytes, self.tokenizer.encode, grammar.tool_calls_id,
+                             CallIdSource(taken, self._id_rng))
 
     def _decode(self, engine: EngineLike, prompt: list[int], generation: GenerationConfig,
                 constraint: LogitsConstraint, cancel: threading.Event,
