@@ -1,0 +1,100 @@
+"""Training the stop classifier (stop_classifier.py) in torch; the result is exported to the numpy model.
+
+``StopNet`` is the same computation as ``StopClassifier.score`` over a padded batch (a mask keeps the
+padding out of the max and the mean). ``train_stop_classifier`` fits it with AdamW on class-balanced
+binary cross-entropy, with Gaussian noise on the normalised inputs as the only augmentation, and
+picks the threshold that keeps ``stop_recall`` of the stops in ``validation`` (a split the weights
+never trained on; the training data itself when none is given). Deterministic for a seed.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ministral_ros.speech.stop_classifier import FEATURES, KERNEL, StopClassifier
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class StopTrainConfig:
+    hidden: int = 32
+    epochs: int = 60
+    batch: int = 128
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-2
+    input_noise: float = 0.1
+    stop_recall: float = 0.98
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.hidden < 1 or self.epochs < 1 or self.batch < 1:
+            raise ValueError('hidden, epochs and batch must be >= 1')
+        if not 0.5 <= self.stop_recall < 1.0:
+            raise ValueError(f'stop_recall must be in [0.5, 1), got {self.stop_recall}')
+
+
+class StopNet(torch.nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(FEATURES, hidden, KERNEL, padding=KERNEL // 2)
+        self.out = torch.nn.Linear(2 * hidden, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits of normalised ``x`` (B, T, 96) with ``mask`` (B, T) true on real frames (padding
+        frames must be zero, as the numpy model's 'same' padding is)."""
+        h = torch.relu(self.conv(x.transpose(1, 2)))
+        biggest = h.masked_fill(~mask[:, None], float('-inf')).amax(dim=2)
+        mean = (h * mask[:, None]).sum(dim=2) / mask.sum(dim=1, keepdim=True)
+        return self.out(torch.cat([biggest, mean], dim=1)).squeeze(1)
+
+
+def padded_batch(sequences: Sequence[np.ndarray], mean: np.ndarray,
+                 std: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised sequences, zero-padded to the longest, and their mask."""
+    longest = max(len(s) for s in sequences)
+    x = np.zeros((len(sequences), longest, FEATURES), np.float32)
+    mask = np.zeros((len(sequences), longest), bool)
+    for i, sequence in enumerate(sequences):
+        x[i, :len(sequence)] = (sequence - mean) / std
+        mask[i, :len(sequence)] = True
+    return torch.from_numpy(x), torch.from_numpy(mask)
+
+
+def to_classifier(net: StopNet, mean: np.ndarray, std: np.ndarray, threshold: float) -> StopClassifier:
+    state = {k: v.detach().numpy().astype(np.float32) for k, v in net.state_dict().items()}
+    return StopClassifier(mean.astype(np.float32), std.astype(np.float32), state['conv.weight'], state['conv.bias'],
+                          state['out.weight'].reshape(-1), float(state['out.bias'][0]), threshold)
+
+
+def train_stop_classifier(sequences: Sequence[np.ndarray], labels: Sequence[bool], config: StopTrainConfig,
+                          validation: tuple[Sequence[np.ndarray], Sequence[bool]] | None = None) -> StopClassifier:
+    """Fit on ``sequences`` ((T, 96) arrays) with ``labels`` (True: a stop utterance)."""
+    y = np.asarray(labels, dtype=np.float32)
+    if len(sequences) != len(y) or len(y) == 0 or y.min() == y.max():
+        raise ValueError('need as many labels as sequences, and both stops and commands among them')
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    frames = np.concatenate(sequences)
+    mean, std = frames.mean(axis=0), frames.std(axis=0) + 1e-6
+    x, mask = padded_batch(sequences, mean, std)
+    targets = torch.from_numpy(y)
+    positive = float(targets.mean())
+    weights = torch.where(targets > 0, 0.5 / positive, 0.5 / (1 - positive))
+    net = StopNet(config.hidden)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    for _ in range(config.epochs):
+        for index in torch.randperm(len(y), generator=generator).split(config.batch):
+            noise = config.input_noise * torch.randn(x[index].shape, generator=generator) * mask[index][..., None]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x[index] + noise, mask[index]),
+                                                                        targets[index], weight=weights[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    check_sequences, check_labels = validation if validation is not None else (sequences, labels)
+    provisional = to_classifier(net, mean, std, 0.5)
+    stop_scores = [provisional.score(s) for s, stop in zip(check_sequences, check_labels) if stop]
+    if not stop_scores:
+        raise ValueError('the validation data holds no stop utterance to choose the threshold on')
+    threshold = float(np.clip(np.quantile(stop_scores, 1.0 - config.stop_recall), 1e-4, 1 - 1e-4))
+    return to_classifier(net, mean, std, threshold)
