@@ -1,0 +1,84 @@
+"""Training data of the learned stop detector: the phrases file never holds a phrase the detector is
+measured on (the benchmark's held-out and fresh sets), malformed files are refused with the reason,
+noise lands at the asked SNR, and rendering is deterministic per seed."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+import sys
+
+from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES
+from ministral_ros.speech.stop_training_data import (
+    load_training_phrases,
+    SILENCE_S,
+    spoken_examples,
+    StopDataError,
+    TrainingPhrases,
+    with_noise,
+)
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / 'benchmarks' / 'bench_stop_phrases.py'
+
+
+def bench_sets():
+    spec = importlib.util.spec_from_file_location('bench_stop_phrases_sets', BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module.PHRASE_SETS
+
+
+def test_training_phrases_never_hold_a_measured_phrase():
+    phrases = load_training_phrases()
+    sets = bench_sets()
+    measured = {p for name in ('heldout', 'fresh') for group in sets[name] for p in group}
+    assert not measured & set(phrases.stops + phrases.commands)
+    assert set(STANDARD_STOP_PHRASES) <= set(phrases.stops)
+    assert set(sets['tune'][0]) <= set(phrases.stops) and set(sets['tune'][1]) <= set(phrases.commands)
+    assert len(phrases.voices) >= 5 and len(phrases.commands) >= 60
+
+
+@pytest.mark.parametrize('text, words', [
+    ('- a list', 'mapping'),
+    ('stops: [stop]\ncommands: [go]\nvoices: [en]\n', 'words_per_minute'),
+    ('stops: [go home]\ncommands: [go]\nvoices: [en]\nwords_per_minute: [120, 200]\n', 'no stop word'),
+    ('stops: [halt]\ncommands: [halt]\nvoices: [en]\nwords_per_minute: [120, 200]\n', 'both stops and commands'),
+    ('stops: [halt]\ncommands: [go]\nvoices: [en]\nwords_per_minute: [20, 200]\n', '80-450'),
+    ('stops: [halt\n', 'cannot read'),
+])
+def test_malformed_phrase_files_are_refused(tmp_path, text, words):
+    path = tmp_path / 'phrases.yaml'
+    path.write_text(text)
+    with pytest.raises(StopDataError, match=words):
+        load_training_phrases(path)
+    with pytest.raises(StopDataError, match='cannot read'):
+        load_training_phrases(tmp_path / 'absent.yaml')
+
+
+def test_noise_lands_at_the_asked_snr():
+    rng = np.random.default_rng(0)
+    speech = (0.3 * np.sin(np.arange(16000) * 0.05)).astype(np.float32)
+    pad = int(SILENCE_S * 16000)
+    for snr in (5.0, 10.0, 20.0):
+        noisy = with_noise(speech, snr, rng)
+        noise = np.concatenate([noisy[:pad], noisy[-pad:]])
+        measured = 20 * np.log10(np.sqrt(np.mean(speech ** 2)) / np.sqrt(np.mean(noise ** 2)))
+        assert abs(measured - snr) < 0.3, (snr, measured)
+    clean = with_noise(speech, None, rng)
+    assert len(clean) == len(speech) + 2 * pad
+    assert 20 * np.log10(np.sqrt(np.mean(clean[:pad] ** 2))) == pytest.approx(-60, abs=0.5)
+
+
+def test_rendering_is_deterministic_per_seed(tmp_path):
+    phrases = TrainingPhrases(('stop', 'please halt'), ('go to the kitchen',), ('en', 'en-us'), (140, 180))
+    first = list(spoken_examples(phrases, tmp_path, 2, (None, 10.0), seed=3))
+    again = list(spoken_examples(phrases, tmp_path, 2, (None, 10.0), seed=3))
+    assert [(e.phrase, e.stop) for e in first] == [('stop', True)] * 2 + [('please halt', True)] * 2 + [
+        ('go to the kitchen', False)] * 2
+    for a, b in zip(first, again):
+        assert (a.voice, a.words_per_minute, a.snr_db) == (b.voice, b.words_per_minute, b.snr_db)
+        np.testing.assert_allclose(a.samples, b.samples, atol=2e-4)  # sox dithers its 16-bit output
+        assert a.samples.dtype == np.float32 and len(a.samples) > 2 * SILENCE_S * 16000
+        assert a.voice in phrases.voices and 140 <= a.words_per_minute <= 180
