@@ -4,6 +4,7 @@ noise lands at the asked SNR, and rendering is deterministic per seed."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 import sys
 
@@ -82,3 +83,18 @@ def test_rendering_is_deterministic_per_seed(tmp_path):
         np.testing.assert_allclose(a.samples, b.samples, atol=2e-4)  # sox dithers its 16-bit output
         assert a.samples.dtype == np.float32 and len(a.samples) > 2 * SILENCE_S * 16000
         assert a.voice in phrases.voices and 140 <= a.words_per_minute <= 180
+
+
+def test_the_training_command_writes_a_loadable_classifier(tmp_path):
+    from ministral_ros.speech.stop_classifier import StopClassifier
+    from ministral_ros.speech.train_stop_classifier import main
+
+    phrases = tmp_path / 'phrases.yaml'
+    phrases.write_text('stops: [please halt]\ncommands: [go to the kitchen, turn left, pick up the cup]\n'
+                       'voices: [en, en-us]\nwords_per_minute: [140, 180]\n')
+    assert main(['--out', str(tmp_path / 'out'), '--phrases', str(phrases), '--renders', '2', '--epochs', '3']) == 0
+    summary = json.loads((tmp_path / 'out' / 'training.json').read_text())
+    model = StopClassifier.load(tmp_path / 'out' / 'stop_classifier.npz')
+    assert summary['utterances'] == 2 * (len(STANDARD_STOP_PHRASES) + 1 + 3)
+    assert summary['threshold'] == pytest.approx(model.threshold) and 0 < model.threshold < 1
+    assert 0 <= summary['held_aside_stop_recall'] <= 1 and summary['phrases_sha256']

@@ -1,0 +1,83 @@
+"""Train the learned stop detector: ``python -m ministral_ros.speech.train_stop_classifier --out DIR``.
+
+Renders the training phrases (stop_training_data.py), embeds every rendering (speech_embedding.py),
+keeps a fifth of the renderings aside (chosen by seed) to set the threshold at ``--stop-recall`` of
+their stops, trains (stop_classifier_training.py) and writes ``DIR/stop_classifier.npz`` and
+``DIR/training.json`` (what it was trained on, and the threshold's validation figures). A few minutes
+on two CPU cores; deterministic for a seed up to sox's dither in the renderings.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from pathlib import Path
+import tempfile
+import time
+
+from ministral_ros.speech.speech_embedding import SpeechEmbedding
+from ministral_ros.speech.stop_classifier_training import StopTrainConfig, train_stop_classifier
+from ministral_ros.speech.stop_training_data import DEFAULT_PHRASES, load_training_phrases, spoken_examples
+import numpy as np
+
+LOG = logging.getLogger(__name__)
+DEFAULT_SNRS = (None, 20.0, 15.0, 10.0, 5.0)
+
+
+def build(phrases_path: Path, out: Path, renders: int, seed: int, config: StopTrainConfig) -> dict:
+    phrases = load_training_phrases(phrases_path)
+    features = SpeechEmbedding()
+    sequences, labels, started = [], [], time.monotonic()
+    total = renders * (len(phrases.stops) + len(phrases.commands))
+    with tempfile.TemporaryDirectory() as workdir:
+        for index, example in enumerate(spoken_examples(phrases, workdir, renders, DEFAULT_SNRS, seed)):
+            sequences.append(features.embed(example.samples))
+            labels.append(example.stop)
+            if (index + 1) % 100 == 0 or index + 1 == total:
+                LOG.info('rendered and embedded %d of %d utterances (%.0f s)', index + 1, total,
+                         time.monotonic() - started)
+    labels_array = np.array(labels)
+    held = np.random.default_rng(seed).random(len(labels)) < 0.2
+    train = [s for s, h in zip(sequences, held) if not h]
+    check = [s for s, h in zip(sequences, held) if h]
+    LOG.info('training on %d utterances (%d stops); threshold from %d held aside', len(train),
+             int(labels_array[~held].sum()), len(check))
+    model = train_stop_classifier(train, labels_array[~held], config, validation=(check, labels_array[held]))
+    decided = np.array([model.is_stop(s) for s in check])
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / 'stop_classifier.npz')
+    summary = {
+        'phrases_file': str(phrases_path), 'phrases_sha256': hashlib.sha256(phrases_path.read_bytes()).hexdigest(),
+        'stops': len(phrases.stops), 'commands': len(phrases.commands), 'renders_per_phrase': renders,
+        'snrs_db': ['clean' if s is None else s for s in DEFAULT_SNRS], 'seed': seed, 'config': config.__dict__,
+        'threshold': model.threshold, 'utterances': len(labels), 'held_aside': int(held.sum()),
+        'held_aside_stop_recall': float(decided[labels_array[held]].mean()),
+        'held_aside_false_stops': float(decided[~labels_array[held]].mean()),
+        'seconds': round(time.monotonic() - started, 1),
+    }
+    (out / 'training.json').write_text(json.dumps(summary, indent=1) + '\n', encoding='utf-8')
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out', type=Path, required=True, help='folder for stop_classifier.npz and training.json')
+    parser.add_argument('--phrases', type=Path, default=DEFAULT_PHRASES)
+    parser.add_argument('--renders', type=int, default=8, help='renderings per phrase (random voice, speed, noise)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--epochs', type=int, default=60)
+    parser.add_argument('--stop-recall', type=float, default=0.98)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
+    if args.renders < 1:
+        parser.error('--renders must be >= 1')
+    config = StopTrainConfig(epochs=args.epochs, stop_recall=args.stop_recall, seed=args.seed)
+    summary = build(args.phrases, args.out, args.renders, args.seed, config)
+    LOG.info('threshold %.3f: held-aside stops found %.1f%%, false stops %.1f%%', summary['threshold'],
+             100 * summary['held_aside_stop_recall'], 100 * summary['held_aside_false_stops'])
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
