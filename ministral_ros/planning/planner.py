@@ -136,15 +136,17 @@ class Planner:
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, actions_file: str | Path | None = None,
                        config: PlannerConfig | None = None, *, provider: str = 'auto', threads: int = 0,
-                       max_context: int | None = None, spin_wait: bool = True) -> Planner:
-        """Load engine, tokenizer and vocabulary (the default one when ``actions_file`` is None)."""
+                       max_context: int | None = None, spin_wait: bool = True,
+                       rng: random.Random | None = None) -> Planner:
+        """Load engine, tokenizer and vocabulary (the default one when ``actions_file`` is None); ``rng``
+        draws the call ids (see ``__init__``)."""
         from ministral_ros.engine import Engine
 
         vocabulary = load_vocabulary(actions_file)
         tokenizer = MinistralTokenizer.from_model_dir(model_dir)
         engine = Engine.load(model_dir, provider=provider, threads=threads, max_context=max_context,
                              spin_wait=spin_wait)
-        return cls(engine, tokenizer, vocabulary, config)
+        return cls(engine, tokenizer, vocabulary, config, rng=rng)
 
     # -- PlanBackend -----------------------------------------------------------------------------
 
