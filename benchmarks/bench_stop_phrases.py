@@ -11,11 +11,11 @@ the speech's RMS level). Run:
     .venv/bin/python benchmarks/bench_stop_phrases.py [--conditions clean snr10] [--json]
         [--phrases tune|heldout|fresh] [--speeds 140 175] [--seed 0] [--cache /tmp/stop_renderings]
 
-Two phrase sets, so that the stop thresholds (``stop.stop_margin``, ``stop.doubt_margin``) are fitted
-on one and reported on another: ``tune`` (``STOP_VARIANTS`` and ``COMMANDS``; the thresholds were
-fitted on it at 130 and 160 words per minute, noise seeds from 1000) and ``heldout``
-(``HELDOUT_STOP_VARIANTS`` and ``HELDOUT_COMMANDS``, never looked at while tuning; the README's
-figures, at 140 and 175 words per minute, seeds from 0). The default stop phrases are in both.
+Phrase sets (config/stop_eval_phrases.yaml), so that thresholds are fitted on one and reported on
+another: ``tune`` (the stop thresholds were fitted on it at 130 and 160 words per minute, noise seeds
+from 1000), ``heldout`` (never looked at while tuning; the README's pocketsphinx figures, at 140 and
+175 words per minute, seeds from 0) and ``fresh`` (for the learned stop detector). The default stop
+phrases are in every set.
 
 Outcome of a stop utterance: ``stop`` (a stop transcript was published), ``motion`` (a transcript
 holding a motion verb was published instead) or ``other`` (nothing, or a non-motion command).
@@ -44,59 +44,9 @@ from ministral_ros.speech.stop_phrases import words_of
 import numpy as np
 import yaml
 
-STOP_VARIANTS = ('please stop', 'robot stop', 'stop stop stop', 'stop it', 'please stop now', 'halt halt',
-                 'robot freeze', 'stop right now', 'cancel please', 'stop and stop', 'wait please',
-                 'hold on please')
-COMMANDS = (
-    'go to the kitchen', 'go to the living room', 'bring me the red cup', 'put the book on the table',
-    'turn left ninety degrees', 'turn right by forty five degrees', 'move forward two meters',
-    'drive back one meter', 'pick up the bottle', 'grab the blue mug please', 'navigate to the bedroom',
-    'head over to the office', 'come to the hallway', 'return to the charging station',
-    'fetch the apple from the kitchen', 'put the keys on the shelf', 'place the plate on the kitchen counter',
-    'set the phone down on the desk', 'take the towel', 'get the remote', 'turn around',
-    'go to the front door then turn around', 'bring me the banana', 'pick the toy up', 'go to the dining room',
-    'move back three meters', 'rotate left by thirty degrees', 'drive to the bathroom', 'leave the box on the floor',
-    'what can you do', 'hello robot', 'thank you', 'get the glasses from the bedroom', 'put the bowl in the sink',
-    'go to the kitchen and pick up the cup', 'bring me the water bottle', 'move forward fifty centimeters',
-    'turn right ninety degrees', 'go to the office please', 'pick up the can', 'wait for five seconds',
-    'pause for two minutes',
-)
-HELDOUT_STOP_VARIANTS = ('stop please', 'halt now', 'abort abort', 'robot halt', 'freeze please', 'okay stop',
-                         'hey robot stop', 'cancel cancel', 'no no stop', 'stop then stop', 'oh no stop',
-                         'freeze right now')
-HELDOUT_COMMANDS = (
-    'go to the bathroom', 'head to the kitchen', 'drive over to the office', 'navigate to the hallway please',
-    'come to the kitchen', 'return to the bedroom', 'pick up the red mug', 'grab the phone', 'take the green bottle',
-    'get the apple please', 'fetch the book', 'bring me the keys', 'bring me the small box', 'pick the cup up',
-    'put the cup on the table', 'place the book on the shelf', 'set the bowl on the counter',
-    'leave the keys on the desk', 'put the plate down on the table', 'place the mug onto the sofa',
-    'get the towel from the bathroom', 'fetch the phone from the office', 'bring me the remote from the living room',
-    'move forward one meter', 'go back two meters', 'drive forward twenty centimeters', 'move backward four meters',
-    'turn left forty five degrees', 'rotate right by ninety degrees', 'turn right by one hundred eighty degrees',
-    'turn left by ten degrees', 'wait for ten seconds', 'pause for one minute', 'hi robot', 'hello',
-    'go to the kitchen then bring me the cup', 'grab the yellow toy please', 'take the white plate',
-    'go to the living room please', 'move to the dining room', 'put the glasses on the bed', 'come to the front door',
-)
-# Written on 2026-12-01, before any stop detector was run on them, after ``heldout`` had been looked at
-# in the trials of a learned detector (README, "Stops come first"): that detector's figures come from
-# here. Every stop variant is stop phrases and fillers only; no command holds a stop word.
-FRESH_STOP_VARIANTS = ('just stop', 'robot stop right now', 'halt halt halt', 'abort now', 'freeze freeze freeze',
-                       'okay cancel that', 'hey hold on', 'emergency stop please', 'stop everything now',
-                       'oh no halt', 'stop this now', 'robot abort abort', 'stop moving please', 'e-stop now')
-FRESH_COMMANDS = (
-    'drive to the laundry room', 'head over to the bedroom', 'go find the charger', 'bring the red cup to the kitchen',
-    'pick up the blue bottle', 'grab my keys', 'take the mug to the sink', 'put the book on the desk',
-    'place the bottle on the shelf', 'turn left thirty degrees', 'turn right a little', 'rotate one hundred degrees',
-    'move forward three meters', 'back up one meter', 'drive ahead fifty centimeters',
-    'go to the office then come back', 'fetch the remote control', 'bring me a bottle of water', 'look at the door',
-    'look at the red ball', 'say hello to everyone', 'tell me the time', 'what do you see', 'good evening robot',
-    'thanks a lot', 'follow me to the kitchen', 'hand me the phone', 'give me the book', 'close the window',
-    'find the cat', 'spin around slowly', 'carry the box to the bedroom', 'drop the toy in the basket',
-    'lift the cup', 'go upstairs', 'return to the dock', 'clean the table', 'check the kitchen',
-    'show me the bathroom', 'move the chair to the corner', 'get the blanket from the sofa', 'park by the window',
-)
-PHRASE_SETS = {'tune': (STOP_VARIANTS, COMMANDS), 'heldout': (HELDOUT_STOP_VARIANTS, HELDOUT_COMMANDS),
-               'fresh': (FRESH_STOP_VARIANTS, FRESH_COMMANDS)}
+PHRASES_FILE = Path(__file__).resolve().parents[1] / 'config' / 'stop_eval_phrases.yaml'
+PHRASE_SETS = {name: (tuple(group['stops']), tuple(group['commands']))
+               for name, group in yaml.safe_load(PHRASES_FILE.read_text(encoding='utf-8')).items()}
 VOICE_NAMES = ('en', 'en-us')
 MOTION_WORDS = frozenset({'go', 'head', 'drive', 'navigate', 'move', 'come', 'return', 'pick', 'grab', 'take',
                           'get', 'fetch', 'bring', 'put', 'place', 'set', 'leave', 'turn', 'rotate'})

@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 import sys
 
-from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES
+from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES, StopDetector
 from ministral_ros.speech.stop_training_data import (
+    eval_phrase_sets,
+    generated_stops,
     load_training_phrases,
     SILENCE_S,
     spoken_examples,
@@ -33,16 +35,35 @@ def bench_sets():
 
 def test_training_phrases_never_hold_a_measured_phrase():
     phrases = load_training_phrases()
-    sets = bench_sets()
+    sets = eval_phrase_sets()
+    assert bench_sets() == sets  # the benchmark measures exactly these
     measured = {p for name in ('heldout', 'fresh') for group in sets[name] for p in group}
+    assert measured and phrases.exclude == measured
     assert not measured & set(phrases.stops + phrases.commands)
     assert set(STANDARD_STOP_PHRASES) <= set(phrases.stops)
     assert set(sets['tune'][0]) <= set(phrases.stops) and set(sets['tune'][1]) <= set(phrases.commands)
-    assert len(phrases.voices) >= 5 and len(phrases.commands) >= 60
+    assert len(phrases.voices) >= 5 and len(phrases.commands) >= 60 and len(phrases.stops) >= 150
+
+
+def test_generated_stops_follow_the_stop_grammar():
+    detector = StopDetector(STANDARD_STOP_PHRASES)
+    exclude = frozenset({'please stop', 'halt now'})
+    stops = generated_stops(300, 1, exclude)
+    assert len(stops) == len(set(stops)) == 300 and not set(stops) & exclude
+    assert all(detector.is_stop(text) for text in stops), [t for t in stops if not detector.is_stop(t)]
+    assert generated_stops(300, 1, exclude) == stops and generated_stops(300, 2, exclude) != stops
+
+
+def test_a_listed_measured_phrase_is_refused(tmp_path):
+    path = tmp_path / 'phrases.yaml'
+    path.write_text('stops: [okay stop]\ncommands: [go]\nvoices: [en]\nwords_per_minute: [120, 200]\n')
+    with pytest.raises(StopDataError, match='measured on'):
+        load_training_phrases(path)
 
 
 @pytest.mark.parametrize('text, words', [
     ('- a list', 'mapping'),
+    ('stops: [halt]\ncommands: [go]\nvoices: [en]\nwords_per_minute: [120, 200]\ninclude: [nope]\n', 'include'),
     ('stops: [stop]\ncommands: [go]\nvoices: [en]\n', 'words_per_minute'),
     ('stops: [go home]\ncommands: [go]\nvoices: [en]\nwords_per_minute: [120, 200]\n', 'no stop word'),
     ('stops: [halt]\ncommands: [halt]\nvoices: [en]\nwords_per_minute: [120, 200]\n', 'both stops and commands'),

@@ -2,6 +2,10 @@
 espeak-ng in many voices and speeds, in silence or in white noise, turned into speech-embedding
 sequences (speech_embedding.py).
 
+Besides the listed stops, ``generate_stops`` more are drawn from the grammar a stop request follows
+(``stop_phrases.py``: stop phrases, repeated or joined by "and"/"then", with fillers before and after),
+leaving out every phrase listed in ``exclude`` (the phrases the detector is measured on).
+
 One example: a phrase, a random voice and speed from the file, a condition (``clean``: a -60 dBFS
 noise floor, as a quiet microphone has; or white noise ``snr_db`` below the speech's RMS level, the
 recipe of benchmarks/bench_stop_phrases.py), 0.3 s of silence on each side. The default stop phrases
@@ -19,7 +23,10 @@ from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES, words_of
 import numpy as np
 import yaml
 
-DEFAULT_PHRASES = Path(__file__).resolve().parents[2] / 'config' / 'stop_training_phrases.yaml'
+CONFIG = Path(__file__).resolve().parents[2] / 'config'
+DEFAULT_PHRASES = CONFIG / 'stop_training_phrases.yaml'
+EVAL_PHRASES = CONFIG / 'stop_eval_phrases.yaml'
+MEASURED_SETS = ('heldout', 'fresh')
 CLEAN_FLOOR_DBFS = -60.0
 SILENCE_S = 0.3
 SAMPLE_RATE = 16000
@@ -31,10 +38,13 @@ class StopDataError(ValueError):
 
 @dataclass(frozen=True)
 class TrainingPhrases:
+    """What to render; ``exclude`` never becomes a generated stop (it may not be listed either)."""
+
     stops: tuple[str, ...]
     commands: tuple[str, ...]
     voices: tuple[str, ...]
     words_per_minute: tuple[int, int]
+    exclude: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         stop_words = {w for phrase in STANDARD_STOP_PHRASES for w in words_of(phrase)} - {'on', 'that', 'now'}
@@ -44,27 +54,78 @@ class TrainingPhrases:
         overlap = set(self.stops) & set(self.commands)
         if overlap:
             raise StopDataError(f'phrases both stops and commands: {sorted(overlap)}')
+        measured = (set(self.stops) | set(self.commands)) & self.exclude
+        if measured:
+            raise StopDataError(f'phrases the detector is measured on may not be trained on: {sorted(measured)}')
         low, high = self.words_per_minute
         if not (80 <= low <= high <= 450) or not self.voices or not self.commands:
             raise StopDataError('need voices, commands and words_per_minute [low, high] within 80-450')
 
 
-def load_training_phrases(path: str | Path | None = None) -> TrainingPhrases:
-    path = Path(path or DEFAULT_PHRASES)
+PREFIXES = ('', '', 'please', 'robot', 'hey', 'okay', 'oh no', 'hey robot', 'no', 'just', 'ok robot')
+SUFFIXES = ('', '', 'now', 'please', 'right now', 'immediately', 'robot', 'now please', 'it', 'everything')
+
+
+def generated_stops(count: int, seed: int, exclude: frozenset[str]) -> tuple[str, ...]:
+    """``count`` distinct stop requests from the stop grammar (fillers + 1-3 stop phrases), none in
+    ``exclude`` and none a bare default phrase."""
+    choose = random.Random(seed)
+    found: dict[str, None] = {}
+    for _ in range(100 * count):
+        if len(found) >= count:
+            break
+        phrases = [choose.choice(STANDARD_STOP_PHRASES) for _ in range(choose.choice((1, 1, 1, 2, 2, 3)))]
+        if len(phrases) > 1 and choose.random() < 0.3:
+            phrases = [phrases[0], choose.choice(('and', 'then')), *phrases[1:]]
+        words = ' '.join([choose.choice(PREFIXES), *phrases, choose.choice(SUFFIXES)]).split()
+        text = ' '.join(words)
+        if text not in exclude and text not in STANDARD_STOP_PHRASES:
+            found[text] = None
+    return tuple(found)
+
+
+def _mapping(path: Path, what: str) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding='utf-8'))
     except (OSError, yaml.YAMLError) as error:
-        raise StopDataError(f'cannot read stop training phrases {path}: {error}') from error
+        raise StopDataError(f'cannot read {what} {path}: {error}') from error
     if not isinstance(data, dict):
-        raise StopDataError(f'{path}: expected a mapping with stops, commands, voices, words_per_minute')
+        raise StopDataError(f'{path}: expected a mapping, see config/{path.name}')
+    return data
+
+
+def eval_phrase_sets(path: str | Path | None = None) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """``{set name: (stops, commands)}`` of the benchmark's phrase file."""
+    path = Path(path or EVAL_PHRASES)
+    try:
+        return {name: (tuple(map(str, group['stops'])), tuple(map(str, group['commands'])))
+                for name, group in _mapping(path, 'stop benchmark phrases').items()}
+    except (KeyError, TypeError) as error:
+        raise StopDataError(f'{path}: every set needs stops and commands lists ({error})') from None
+
+
+def load_training_phrases(path: str | Path | None = None, eval_path: str | Path | None = None) -> TrainingPhrases:
+    """The training phrases file with its ``include`` sets of the benchmark's file, the default stop
+    phrases and ``generate_stops`` generated stops; the benchmark's measured sets are excluded (a
+    listed one is an error, a generated one is skipped)."""
+    path = Path(path or DEFAULT_PHRASES)
+    data = _mapping(path, 'stop training phrases')
+    sets = eval_phrase_sets(eval_path)
+    exclude = frozenset(p for name in MEASURED_SETS for group in sets.get(name, ((), ())) for p in group)
     try:
         lists = {key: [str(item).strip() for item in data[key]] for key in ('stops', 'commands', 'voices')}
         low, high = (int(v) for v in data['words_per_minute'])
+        generate, generate_seed = int(data.get('generate_stops', 0)), int(data.get('generate_seed', 0))
+        for name in data.get('include', []):
+            lists['stops'] += sets[name][0]
+            lists['commands'] += sets[name][1]
     except (KeyError, TypeError, ValueError) as error:
-        raise StopDataError(f'{path}: stops, commands and voices must be lists, words_per_minute [low, high] '
-                            f'({type(error).__name__}: {error})') from None
-    stops = tuple(dict.fromkeys([*STANDARD_STOP_PHRASES, *lists['stops']]))
-    return TrainingPhrases(stops, tuple(dict.fromkeys(lists['commands'])), tuple(lists['voices']), (low, high))
+        raise StopDataError(f'{path}: stops, commands and voices must be lists, words_per_minute [low, high], '
+                            f'include names of sets in the benchmark file ({type(error).__name__}: {error})') from None
+    listed = [*STANDARD_STOP_PHRASES, *lists['stops']]
+    stops = tuple(dict.fromkeys([*listed, *generated_stops(generate, generate_seed, exclude | set(listed))]))
+    return TrainingPhrases(stops, tuple(dict.fromkeys(lists['commands'])), tuple(lists['voices']), (low, high),
+                           exclude)
 
 
 @dataclass(frozen=True)
