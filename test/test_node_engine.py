@@ -38,7 +38,8 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # allow_reply=false: a random model then always yields a tool call (a reply would run to
 # max_new_tokens), so plans carry actions.
-ENGINE_PARAMS = {'allow_reply': False, 'max_new_tokens': 96, 'execution_provider': 'cpu'}
+# seed: the planner draws the call ids from it, so the node's plan and a direct Planner's are comparable
+ENGINE_PARAMS = {'allow_reply': False, 'max_new_tokens': 96, 'execution_provider': 'cpu', 'seed': 7}
 
 
 @pytest.fixture(scope='module')
@@ -151,7 +152,7 @@ def test_runtime_sampling_parameters_reach_the_engine(ros, tiny_model):
             result = direct.plan(PlanRequest(**{**vars(request), 'generation': generation}),
                                  threading.Event())
             return [(a.name, a.arguments) for a in result.actions]
-        sampled = calls(NodeSettings(**params, temperature=1.5, seed=3).generation_config())
+        sampled = calls(NodeSettings(**{**params, 'temperature': 1.5, 'seed': 3}).generation_config())
         assert sampled != calls()  # the sampled plan is distinguishable from the greedy one
         assert [(a.name, json.loads(a.arguments_json)) for a in plan.actions] == sampled
     finally:

@@ -156,7 +156,7 @@ def test_call_ids_are_drawn_by_the_planner(parts):
     """Every call id is the planner's draw (seeded here), never one the history holds; the random model
     would write ids of its own otherwise."""
     vocabulary, cancel = parts[2], threading.Event()
-    planner = planner_for(parts, False, HistoryPolicy(max_exchanges=4), rng=random.Random(9), temperature=1.0, seed=2)
+    planner = planner_for(parts, False, HistoryPolicy(max_exchanges=4), rng=random.Random(9))
     draws, seen = random.Random(9), []
     for index, text in enumerate(['go to the kitchen and pick up the cup', 'now the office', 'turn around']):
         plan = planner.plan(PlanRequest(f'r{index}', text, RequestSource.COMMAND), cancel)
@@ -171,6 +171,12 @@ def test_call_ids_are_drawn_by_the_planner(parts):
         seen += ids
         for action in plan.actions:
             planner.report_result(ActionResult(action.call_id, ActionOutcome.SUCCEEDED))
+    seeded = planner_for(parts, False, HistoryPolicy(max_exchanges=0), temperature=1.0, seed=2)
+    twice = [seeded.plan(PlanRequest(f's{i}', 'go to the kitchen and pick up the cup', RequestSource.COMMAND), cancel)
+             for i in range(2)]
+    draws = random.Random(2)
+    assert [a.call_id for a in twice[0].actions] == [generate_call_id(draws) for _ in twice[0].actions]
+    assert [(a.call_id, a.arguments) for a in twice[0].actions] == [(a.call_id, a.arguments) for a in twice[1].actions]
     own = planner_for(parts, False, HistoryPolicy(max_exchanges=0), rng=random.Random(9), temperature=1.0, seed=2)
     own.config = replace(own.config, choose_call_ids=False)  # the model writes the ids
     plan = own.plan(PlanRequest('own', 'go to the kitchen and pick up the cup', RequestSource.COMMAND), cancel)

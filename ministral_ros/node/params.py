@@ -180,7 +180,8 @@ class NodeSettings:
                         low=0, high=1000)
     top_p: float = _param(1.0, 'Nucleus sampling mass, in (0, 1]; 1 = off.', '1 = off',
                           low=0.0, high=1.0, low_exclusive=True)
-    seed: int = _param(-1, 'Sampling seed; -1 = a fresh seed per request.',
+    seed: int = _param(-1, 'Sampling seed, which also fixes the call ids the planner draws (a seeded request '
+                           'is reproducible whole); -1 = a fresh seed and fresh random ids per request.',
                        '-1 = fresh seed per request', low=-1, high=2**31 - 1)
     fast_forward: bool = _param(
         True, 'Feed the tokens the action grammar forces (e.g. `", "arguments": {"` after an action name) to the '

@@ -27,7 +27,9 @@ Call ids
 --------
 With ``PlannerConfig.choose_call_ids`` (the default) the planner picks every call id (fresh, random,
 never one the conversation holds) and forces its tokens (``call_ids.py`` says why and how); the
-model still chooses everything else.
+model still chooses everything else. A request with a sampling seed draws its ids from that seed, so
+it is reproducible whole; otherwise they come from the planner's generator (seeded by the operating
+system unless ``rng`` is given), so ids differ across restarts.
 """
 from __future__ import annotations
 
@@ -305,7 +307,7 @@ class Planner:
                                        f'{generation.max_new_tokens}, more than the context of {engine.max_context} '
                                        'tokens: shorten the request or the vocabulary, or raise max_context')
         taken = {call.call_id for exchange in selection.exchanges for call in exchange.calls}
-        constraint = self._constraint(grammar, taken)
+        constraint = self._constraint(grammar, taken, generation.seed)
         result = self._decode(engine, selection.prompt, generation, constraint, cancel, on_token)
         stats = _stats(result, selection)
         if result.finish_reason == FinishReason.CANCELLED:
@@ -329,13 +331,16 @@ class Planner:
             return self._cancelled(request, 'generation was cancelled', stats)
         return parsed.to_plan(request, stats)
 
-    def _constraint(self, grammar: ToolCallGrammar, taken: set[str]) -> LogitsConstraint:
-        """The vocabulary constraint of one generation, with the call ids chosen here when configured."""
+    def _constraint(self, grammar: ToolCallGrammar, taken: set[str], seed: int | None) -> LogitsConstraint:
+        """The vocabulary constraint of one generation, with the call ids chosen here when configured: drawn
+        from the generation's ``seed`` when it has one (a seeded request is reproducible, ids included),
+        else from the planner's generator."""
         inner = grammar.new_constraint()
         if not self.config.choose_call_ids:
             return inner
+        rng = random.Random(seed) if seed is not None else self._id_rng
         return ForcedCallIds(inner, self.tokenizer.token_bytes, self.tokenizer.encode, grammar.tool_calls_id,
-                             CallIdSource(taken, self._id_rng))
+                             CallIdSource(taken, rng))
 
     def _decode(self, engine: EngineLike, prompt: list[int], generation: GenerationConfig,
                 constraint: LogitsConstraint, cancel: threading.Event,
