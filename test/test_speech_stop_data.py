@@ -119,3 +119,5 @@ def test_the_training_command_writes_a_loadable_classifier(tmp_path):
     assert summary['utterances'] == 2 * (len(STANDARD_STOP_PHRASES) + 1 + 3)
     assert summary['threshold'] == pytest.approx(model.threshold) and 0 < model.threshold < 1
     assert 0 <= summary['held_aside_stop_recall'] <= 1 and summary['phrases_sha256']
+    assert main(['--out', str(tmp_path / 'bad'), '--phrases', str(tmp_path / 'absent.yaml')]) == 2  # said, not raised
+    assert not (tmp_path / 'bad').exists()

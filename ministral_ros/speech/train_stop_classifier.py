@@ -16,9 +16,10 @@ from pathlib import Path
 import tempfile
 import time
 
-from ministral_ros.speech.speech_embedding import SpeechEmbedding
+from ministral_ros.speech.speech_embedding import SpeechEmbedding, SpeechEmbeddingError
 from ministral_ros.speech.stop_classifier_training import StopTrainConfig, train_stop_classifier
-from ministral_ros.speech.stop_training_data import DEFAULT_PHRASES, load_training_phrases, spoken_examples
+from ministral_ros.speech.stop_training_data import (DEFAULT_PHRASES, load_training_phrases, spoken_examples,
+                                                     StopDataError)
 import numpy as np
 
 LOG = logging.getLogger(__name__)
@@ -73,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.renders < 1:
         parser.error('--renders must be >= 1')
     config = StopTrainConfig(epochs=args.epochs, stop_recall=args.stop_recall, seed=args.seed)
-    summary = build(args.phrases, args.out, args.renders, args.seed, config)
+    try:
+        summary = build(args.phrases, args.out, args.renders, args.seed, config)
+    except (StopDataError, SpeechEmbeddingError) as error:
+        LOG.error('%s', error)
+        return 2
     LOG.info('threshold %.3f: held-aside stops found %.1f%%, false stops %.1f%%', summary['threshold'],
              100 * summary['held_aside_stop_recall'], 100 * summary['held_aside_false_stops'])
     return 0
