@@ -19,6 +19,8 @@ setup(
         # assembled by `python -m ministral_ros.demo_model assemble` (tools/setup_env.sh) before the build
         ('share/' + PACKAGE + '/models/' + DEMO_MODEL, glob(f'models/{DEMO_MODEL}/*')),
         ('share/' + PACKAGE + '/models/' + DEMO_MODEL + '-recipe', glob(f'models/{DEMO_MODEL}-recipe/*')),
+        # the learned stop detector's weights (models/stop-detector/README.md)
+        ('share/' + PACKAGE + '/models/stop-detector', glob('models/stop-detector/*')),
     ],
     install_requires=['setuptools'],
     zip_safe=False,

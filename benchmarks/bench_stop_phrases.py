@@ -19,6 +19,8 @@ phrases are in every set.
 
 Outcome of a stop utterance: ``stop`` (a stop transcript was published), ``motion`` (a transcript
 holding a motion verb was published instead) or ``other`` (nothing, or a non-motion command).
+The learned stop detector of ``stop.detector`` takes part as configured (``--set stop.detector=''``
+measures the recognisers alone); failures print its last score of the utterance.
 Latency: stream time of the stop transcript less the end of the speech in the recording (the last
 sample above 1% of the utterance's peak), plus the decoding time after the end of the utterance;
 negative for stops published before the utterance ended.
@@ -121,7 +123,10 @@ def measure(condition: str, spoken: dict[tuple[str, str, int], np.ndarray],
         heard = ' | '.join(e.text for e in finals) or '(nothing)'
         if (kind == 'stop') != (result == 'stop'):
             why = f', {record.reason.value}{" early" if record.early else ""}' if result == 'stop' and record else ''
-            tally.failures.append(f'{text!r} ({voice}, {rate}) -> {heard} [{result}{why}]')
+            scorer = getattr(pipeline.recognizer, 'scorer', None)
+            scored = scorer.last if scorer is not None and scorer.last is not None else None
+            score = f', score {scored.score:.4f}' if scored is not None and scored.score is not None else ''
+            tally.failures.append(f'{text!r} ({voice}, {rate}) -> {heard} [{result}{why}{score}]')
         stop_events = [e for e in finals if e.stop]
         if kind == 'stop' and stop_events:
             first = stop_events[0]

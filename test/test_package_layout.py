@@ -19,7 +19,7 @@ ALLOWED_IMPORTS = {
     'planning': {'engine', 'chat', 'share_paths'},
     'speech': {'share_paths'},
     'node': {'engine', 'chat', 'planning', 'speech', 'share_paths'},
-    'demo_model': {'engine', 'export', 'chat', 'planning', 'node', 'share_paths'},
+    'demo_model': {'engine', 'export', 'chat', 'planning', 'node', 'speech', 'share_paths'},
     'commands': {'cli', 'engine', 'export', 'chat', 'planning', 'speech'},
 }
 

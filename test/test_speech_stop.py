@@ -279,7 +279,7 @@ class _Spotter:
     def accept(self, samples):
         return None
 
-    def finish(self):
+    def finish(self, stop_score=None):
         return self.decision, 0.01
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 import sys
 
+from ministral_ros.demo_model.stop_commands import command_file_text, generated_commands
 from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES, StopDetector
 from ministral_ros.speech.stop_training_data import (
     eval_phrase_sets,
@@ -42,7 +43,7 @@ def test_training_phrases_never_hold_a_measured_phrase():
     assert not measured & set(phrases.stops + phrases.commands)
     assert set(STANDARD_STOP_PHRASES) <= set(phrases.stops)
     assert set(sets['tune'][0]) <= set(phrases.stops) and set(sets['tune'][1]) <= set(phrases.commands)
-    assert len(phrases.voices) >= 5 and len(phrases.commands) >= 60 and len(phrases.stops) >= 150
+    assert len(phrases.voices) >= 5 and len(phrases.commands) >= 400 and len(phrases.stops) >= 150
 
 
 def test_generated_stops_follow_the_stop_grammar():
@@ -52,6 +53,39 @@ def test_generated_stops_follow_the_stop_grammar():
     assert len(stops) == len(set(stops)) == 300 and not set(stops) & exclude
     assert all(detector.is_stop(text) for text in stops), [t for t in stops if not detector.is_stop(t)]
     assert generated_stops(300, 1, exclude) == stops and generated_stops(300, 2, exclude) != stops
+
+
+def test_generated_commands_hold_no_stop():
+    detector = StopDetector(STANDARD_STOP_PHRASES)
+    exclude = frozenset({'turn around', 'hand me the bowl'})
+    commands = generated_commands(300, 1, exclude)
+    assert len(commands) == len(set(commands)) == 300 and not set(commands) & exclude
+    stop_words = {'stop', 'halt', 'cancel', 'abort', 'freeze', 'emergency', 'e-stop', 'estop'}
+    for text in commands:
+        words = text.split()
+        assert not detector.is_stop(text) and not stop_words & set(words) and 'hold on' not in text, text
+        assert 1 <= len(words) <= 14 and text == text.lower()
+    assert any(text.startswith('wait') or ' wait ' in text for text in commands), 'waiting commands stay'
+    assert generated_commands(300, 1, exclude) == commands and generated_commands(300, 2, exclude) != commands
+
+
+def test_the_command_file_is_the_generator_s_output():
+    path = Path(__file__).resolve().parents[1] / 'config' / 'stop_training_commands.yaml'
+    first = path.read_text(encoding='utf-8').splitlines()[1]
+    count, seed = (int(first.split(flag)[1].split()[0].strip('`;')) for flag in ('--count', '--seed'))
+    assert path.read_text(encoding='utf-8') == command_file_text(count, seed), (
+        'regenerate it: python -m ministral_ros.demo_model.stop_commands --count N --seed S --out ' + str(path))
+
+
+@pytest.mark.parametrize('commands, words', [('commands: [okay go, hand me the phone]\n', 'measured on'),
+                                             ('- a list\n', 'mapping'), ('commands: go\n', 'list of phrases')])
+def test_a_bad_command_file_is_refused(tmp_path, commands, words):
+    (tmp_path / 'more.yaml').write_text(commands)
+    path = tmp_path / 'phrases.yaml'
+    path.write_text('stops: [halt]\ncommands: [go]\nvoices: [en]\nwords_per_minute: [120, 200]\n'
+                    'command_files: [more.yaml]\n')
+    with pytest.raises(StopDataError, match=words):
+        load_training_phrases(path)
 
 
 def test_a_listed_measured_phrase_is_refused(tmp_path):

@@ -162,8 +162,13 @@ class SpeechNode(Node):
     def _stop_values(self) -> dict[str, object]:
         stats = self.pipeline.stats
         record = getattr(self.pipeline.recognizer, 'last_stop', None)
+        scorer = getattr(self.pipeline.recognizer, 'scorer', None)
+        scored = scorer.last if scorer is not None else None
         return {
             'stop_spotter': str(self.config.stop_spotter).lower(),
+            'learned_stop_detector': ('off' if not self.config.stop_detector or not self.config.stop_spotter
+                                      else 'on' if scorer is not None else 'unavailable (see the log)'),
+            'last_stop_score': '' if scored is None or scored.score is None else f'{scored.score:.4f}',
             'stop_detections': stats.stops,
             'early_stops': stats.early_stops,
             'last_stop': (f'{record.phrase} ({record.reason.value}{", early" if record.early else ""})'

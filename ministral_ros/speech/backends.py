@@ -1,12 +1,15 @@
 """Building the configured recogniser and VAD from a ``SpeechConfig``."""
 from __future__ import annotations
 
+from dataclasses import replace
 import logging
 from pathlib import Path
 
 from ministral_ros.speech.config import SpeechConfig, SpeechConfigError
 from ministral_ros.speech.grammar import CommandVocabulary, vocabulary_from_actions
+from ministral_ros.speech.learned_stop import LearnedStopScorer
 from ministral_ros.speech.recognizer import Recognizer, RecognizerError
+from ministral_ros.speech.stop_decision import LearnedRule
 from ministral_ros.speech.vad import SileroVad, UtteranceSegmenter
 import yaml
 
@@ -33,20 +36,49 @@ def command_vocabulary(config: SpeechConfig) -> CommandVocabulary:
 
 def create_recognizer(config: SpeechConfig) -> Recognizer:
     """The configured recogniser; with ``stop.spotter`` (the default) wrapped so that the stop
-    spotter decides first (see ``stop_first``)."""
+    spotter, with the learned stop detector of ``stop.detector``, decides first (see ``stop_first``)."""
     recognizer = create_command_recognizer(config)
     if not config.stop_spotter:
         return recognizer
     from ministral_ros.speech.stop_first import StopFirstRecognizer
     from ministral_ros.speech.stop_spotter import StopSpotter
 
+    spotter_config = config.spotter
+    scorer = learned_stop_scorer(config)
+    if scorer is not None:
+        try:
+            learned = LearnedRule(config.stop_detector_threshold or scorer.threshold, config.stop_veto_below,
+                                  config.stop_veto_doubt_below)
+        except ValueError as error:
+            raise SpeechConfigError(str(error)) from None
+        spotter_config = replace(spotter_config, learned=learned)
     pocketsphinx = config.backend_options if config.backend == 'pocketsphinx' else {}
-    spotter = StopSpotter(command_vocabulary(config), config.stop_phrases, config.spotter,
+    spotter = StopSpotter(command_vocabulary(config), config.stop_phrases, spotter_config,
                           model_dir=str(config.resolve(pocketsphinx['model_dir'])) if pocketsphinx.get('model_dir')
                           else None,
                           dictionary=str(config.resolve(pocketsphinx['dictionary'])) if pocketsphinx.get('dictionary')
                           else None)
-    return StopFirstRecognizer(recognizer, spotter)
+    return StopFirstRecognizer(recognizer, spotter, scorer)
+
+
+def learned_stop_scorer(config: SpeechConfig) -> LearnedStopScorer | None:
+    """The learned stop detector of ``stop.detector``, or None when none is configured or it cannot be
+    loaded (logged as an error: the recognisers' stop rule then decides alone, which only stops more
+    often)."""
+    path = config.stop_detector_path()
+    if path is None:
+        return None
+    from ministral_ros.speech.speech_embedding import SpeechEmbeddingError
+    from ministral_ros.speech.stop_classifier import StopClassifierError
+
+    try:
+        scorer = LearnedStopScorer.load(path, max_seconds=max(1.0, config.segmenter.max_utterance_s))
+    except (StopClassifierError, SpeechEmbeddingError) as error:
+        logger.error('learned stop detector unavailable (%s); stops are decided by the recognisers alone, which '
+                     "takes more commands for stops. Fix stop.detector or set it to '' to silence this.", error)
+        return None
+    logger.info('learned stop detector %s (threshold %.3f)', path, config.stop_detector_threshold or scorer.threshold)
+    return scorer
 
 
 def create_command_recognizer(config: SpeechConfig) -> Recognizer:

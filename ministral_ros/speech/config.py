@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ministral_ros.share_paths import shared_path
-from ministral_ros.speech.stop_decision import DOUBT_MARGIN, STOP_MARGIN
+from ministral_ros.speech.stop_decision import DOUBT_MARGIN, STOP_MARGIN, VETO_BELOW, VETO_DOUBT_BELOW
 from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES
 from ministral_ros.speech.stop_spotter import SpotterConfig
 from ministral_ros.speech.vad import SegmenterConfig
@@ -27,6 +27,7 @@ def default_config_path() -> Path:
 
 
 DEFAULT_CONFIG_PATH = default_config_path()
+DEFAULT_STOP_DETECTOR = 'models/stop-detector/stop_classifier.npz'
 BACKENDS = ('pocketsphinx', 'whisper_onnx')
 
 
@@ -54,7 +55,9 @@ DEFAULTS: dict[str, Any] = {
     },
     'grammar': {'templates': [], 'slots': {}},
     'stop': {'spotter': True, 'phrases': [], 'check_interval_ms': 160, 'early_confirmations': 3,
-             'doubt_is_stop': True, 'stop_margin': STOP_MARGIN, 'doubt_margin': DOUBT_MARGIN},
+             'doubt_is_stop': True, 'stop_margin': STOP_MARGIN, 'doubt_margin': DOUBT_MARGIN,
+             'detector': 'default', 'detector_threshold': 0.0, 'veto_below': VETO_BELOW,
+             'veto_doubt_below': VETO_DOUBT_BELOW},
 }
 
 
@@ -112,6 +115,10 @@ class SpeechConfig:
     stop_spotter: bool = True
     stop_phrases: tuple[str, ...] = STANDARD_STOP_PHRASES
     spotter: SpotterConfig = field(default_factory=SpotterConfig)
+    stop_detector: str = ''               # learned stop detector weights: '' none, 'default' the shipped ones
+    stop_detector_threshold: float = 0.0  # 0 = the threshold stored with the weights
+    stop_veto_below: float = VETO_BELOW   # a learned score below this overrules a heard stop request or word
+    stop_veto_doubt_below: float = VETO_DOUBT_BELOW  # ... and below this the margin and doubt rules
 
     def __post_init__(self) -> None:
         if self.sample_rate < 0 or (self.sample_rate and self.sample_rate < 8000):
@@ -128,9 +135,26 @@ class SpeechConfig:
             raise SpeechConfigError(f'recognizer.backend {self.backend!r} is not one of {", ".join(BACKENDS)}')
         if len(self.wake_word.split()) > 3:
             raise SpeechConfigError(f'wake_word {self.wake_word!r} is too long: use one to three words')
+        if not 0.0 <= self.stop_detector_threshold < 1.0:
+            raise SpeechConfigError('stop.detector_threshold must be 0 (the threshold stored with the weights) '
+                                    f'or in (0, 1), got {self.stop_detector_threshold}')
+        for name, value in (('veto_below', self.stop_veto_below), ('veto_doubt_below', self.stop_veto_doubt_below)):
+            if not 0.0 <= value < 1.0:
+                raise SpeechConfigError(f'stop.{name} must be in [0, 1) (0: no veto), got {value}')
+            if self.stop_detector_threshold and value > self.stop_detector_threshold:
+                raise SpeechConfigError(f'stop.{name} ({value}) must not exceed stop.detector_threshold '
+                                        f'({self.stop_detector_threshold})')
         if not self.stop_phrases or any(not phrase.strip() for phrase in self.stop_phrases):
             raise SpeechConfigError(f'stop.phrases {list(self.stop_phrases)} must be non-empty phrases '
                                     "(leave it [] for the main node's defaults)")
+
+    def stop_detector_path(self) -> Path | None:
+        """The learned stop detector's weights file (None: none configured)."""
+        if not self.stop_detector:
+            return None
+        if self.stop_detector == 'default':
+            return shared_path(DEFAULT_STOP_DETECTOR)
+        return self.resolve(self.stop_detector)
 
     def resolve(self, path: str) -> Path:
         """A path from the configuration, relative to the configuration file's folder."""
@@ -245,7 +269,11 @@ def build_config(tree: Mapping[str, Any], base_dir: Path, overrides: Mapping[str
                                   early_confirmations=_typed(tree, 'stop.early_confirmations', int),
                                   doubt_is_stop=_typed(tree, 'stop.doubt_is_stop', bool),
                                   stop_margin=_typed(tree, 'stop.stop_margin', float),
-                                  doubt_margin=_typed(tree, 'stop.doubt_margin', float)))
+                                  doubt_margin=_typed(tree, 'stop.doubt_margin', float)),
+            stop_detector=_typed(tree, 'stop.detector', str).strip(),
+            stop_detector_threshold=_typed(tree, 'stop.detector_threshold', float),
+            stop_veto_below=_typed(tree, 'stop.veto_below', float),
+            stop_veto_doubt_below=_typed(tree, 'stop.veto_doubt_below', float))
     except SpeechConfigError:
         raise
     except (TypeError, ValueError) as error:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+import logging
 
 from ministral_ros.speech.stop_classifier import FEATURES, KERNEL, StopClassifier
 import numpy as np
 import torch
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ def train_stop_classifier(sequences: Sequence[np.ndarray], labels: Sequence[bool
     weights = torch.where(targets > 0, 0.5 / positive, 0.5 / (1 - positive))
     net = StopNet(config.hidden)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    for _ in range(config.epochs):
+    for epoch in range(config.epochs):
+        total = 0.0
         for index in torch.randperm(len(y), generator=generator).split(config.batch):
             noise = config.input_noise * torch.randn(x[index].shape, generator=generator) * mask[index][..., None]
             loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x[index] + noise, mask[index]),
@@ -91,6 +95,9 @@ def train_stop_classifier(sequences: Sequence[np.ndarray], labels: Sequence[bool
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            total += float(loss) * len(index)
+        if (epoch + 1) % 10 == 0 or epoch + 1 == config.epochs:
+            LOG.info('epoch %d of %d: training loss %.4f', epoch + 1, config.epochs, total / len(y))
     check_sequences, check_labels = validation if validation is not None else (sequences, labels)
     provisional = to_classifier(net, mean, std, 0.5)
     stop_scores = [provisional.score(s) for s, stop in zip(check_sequences, check_labels) if stop]

@@ -8,12 +8,18 @@ when the spotter finds no stop is the command recogniser's transcript decoded, a
 more (an unambiguous stop word in it, or a grammar search that ended outside any command while the
 spotter's margin leaves doubt, still makes a stop). ``early_stop`` hands the pipeline a stop
 heard while the user is still speaking.
+
+With a ``LearnedStopScorer`` the same audio is also scored by the learned stop detector; its score
+joins the evidence of every decision (stop_decision.py: a high score is a stop, a score near zero
+overrules the recognisers' stop evidence). An early stop of the spotter is published only when the
+score of the audio heard so far does not overrule it; otherwise the utterance is decided at its end.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 import time
 
+from ministral_ros.speech.learned_stop import LearnedStopScorer
 from ministral_ros.speech.recognizer import Recognizer, Transcript
 from ministral_ros.speech.stop_decision import StopDecision, StopEvidence, StopReason
 from ministral_ros.speech.stop_spotter import StopSpotter
@@ -28,15 +34,20 @@ class StopRecord:
     reason: StopReason
     early: bool
     decide_s: float     # seconds the decision took after the end of the utterance (0 for early stops)
+    score: float | None = None    # the learned detector's score (None: not used or failed)
 
 
 class StopFirstRecognizer:
-    def __init__(self, inner: Recognizer, spotter: StopSpotter) -> None:
-        if inner.sample_rate != spotter.sample_rate:
-            raise ValueError(f'the stop spotter runs at {spotter.sample_rate} Hz, '
-                             f'the recogniser at {inner.sample_rate} Hz')
+    def __init__(self, inner: Recognizer, spotter: StopSpotter, scorer: LearnedStopScorer | None = None) -> None:
+        for other in (spotter, scorer):
+            if other is not None and inner.sample_rate != other.sample_rate:
+                raise ValueError(f'the stop detectors run at {other.sample_rate} Hz, '
+                                 f'the recogniser at {inner.sample_rate} Hz')
+        if scorer is not None and spotter.config.learned is None:
+            raise ValueError('a learned stop scorer needs the `learned` rule in the spotter configuration')
         self.inner = inner
         self.spotter = spotter
+        self.scorer = scorer
         self.name = inner.name
         self.sample_rate = inner.sample_rate
         self.last_stop: StopRecord | None = None
@@ -48,12 +59,18 @@ class StopFirstRecognizer:
         self.finished_with_stop = False
         self.spotter.start()
         self.inner.start()
+        if self.scorer is not None:
+            self.scorer.start()
 
     def accept(self, samples: np.ndarray) -> None:
+        if self.scorer is not None:
+            self.scorer.accept(samples)
         decision = self.spotter.accept(samples)
         if decision is not None and decision.stop and self._early is None:
-            self._early = decision
-            self.last_stop = StopRecord(decision.phrase, decision.reason, True, 0.0)
+            score = self._score()
+            if score is None or not self.spotter.config.learned.vetoes(decision.reason, score):
+                self._early = decision
+                self.last_stop = StopRecord(decision.phrase, decision.reason, True, 0.0, score)
         self.inner.accept(samples)
 
     def partial(self) -> str:
@@ -70,24 +87,30 @@ class StopFirstRecognizer:
             self.spotter.finish()
             self.inner.start()                 # drops the command recogniser's audio undecoded
             return self._stop(self._early, began, early=True)
-        decision, _ = self.spotter.finish()
+        score = self._score()
+        decision, _ = self.spotter.finish(score)
         if decision.stop:
             self.inner.start()
-            return self._stop(decision, began, early=False)
+            return self._stop(decision, began, early=False, score=score)
         transcript = self.inner.finish()
         evidence = StopEvidence(command_text=transcript.text,
                                 command_complete=bool(getattr(self.inner, 'last_complete', True)),
-                                stop_margin=self.spotter.last_margin)
+                                stop_margin=self.spotter.last_margin, stop_score=score)
         decision = self.spotter.decide(evidence)
         if decision.stop:
-            return self._stop(decision, began, early=False, audio_s=transcript.audio_s)
+            return self._stop(decision, began, early=False, audio_s=transcript.audio_s, score=score)
         self.finished_with_stop = False
         return Transcript(text=transcript.text, confidence=transcript.confidence, audio_s=transcript.audio_s,
                           decode_s=time.perf_counter() - began, backend=self.name)
 
-    def _stop(self, decision: StopDecision, began: float, early: bool, audio_s: float = 0.0) -> Transcript:
+    def _score(self) -> float | None:
+        return self.scorer.score() if self.scorer is not None else None
+
+    def _stop(self, decision: StopDecision, began: float, early: bool, audio_s: float = 0.0,
+              score: float | None = None) -> Transcript:
         elapsed = time.perf_counter() - began
         self.finished_with_stop = True
-        self.last_stop = StopRecord(decision.phrase, decision.reason, early, 0.0 if early else elapsed)
+        if not early:
+            self.last_stop = StopRecord(decision.phrase, decision.reason, early, elapsed, score)
         return Transcript(text=decision.phrase, confidence=1.0, audio_s=audio_s, decode_s=elapsed,
                           backend=self.name)

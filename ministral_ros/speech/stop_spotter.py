@@ -30,8 +30,8 @@ import time
 from ministral_ros.speech.audio import float_to_pcm16
 from ministral_ros.speech.grammar import build_jsgf, CommandVocabulary, sentence_matcher
 from ministral_ros.speech.recognizer import RecognizerError
-from ministral_ros.speech.stop_decision import (decide_stop, DOUBT_MARGIN, STOP_MARGIN, stop_only_words,
-                                                StopDecision, StopEvidence, StopReason)
+from ministral_ros.speech.stop_decision import (decide_stop, DOUBT_MARGIN, early_stop_phrase, LearnedRule,
+                                                STOP_MARGIN, stop_only_words, StopDecision, StopEvidence, StopReason)
 from ministral_ros.speech.stop_phrases import FILLERS, StopDetector, words_of
 import numpy as np
 
@@ -63,6 +63,7 @@ class SpotterConfig:
     doubt_is_stop: bool = True           # an incomplete spotter hypothesis is a stop
     stop_margin: float = STOP_MARGIN     # see stop_decision: above, the audio is a stop
     doubt_margin: float = DOUBT_MARGIN   # below, an unfinished sentence is no doubt about a stop
+    learned: LearnedRule | None = None   # how the learned detector's score enters (None: not used)
 
     def __post_init__(self) -> None:
         if self.check_interval_ms < 0:
@@ -238,8 +239,7 @@ class StopSpotter:
         self._since_check = 0
         hypothesis = self._decoder.hyp()
         text = hypothesis.hypstr if hypothesis is not None else ''
-        # Only a stop request with a word no command starts with: "wait" may begin "wait for five seconds".
-        phrase = self.detector.match(text) if self.stop_words & set(words_of(text)) else ''
+        phrase = early_stop_phrase(text, self.detector, self.stop_words)
         self._agreeing = self._agreeing + 1 if phrase else 0
         if self._agreeing >= self.config.early_confirmations:
             self.early_decision = decide_stop(StopEvidence(spotter_text=text), self.detector,
@@ -247,9 +247,9 @@ class StopSpotter:
             return self.early_decision
         return None
 
-    def finish(self) -> tuple[StopDecision, float]:
+    def finish(self, stop_score: float | None = None) -> tuple[StopDecision, float]:
         """The decision for the whole utterance (decoded again in one pass, as the command
-        recogniser does) and the seconds it took."""
+        recogniser does; ``stop_score``: the learned detector's score of it) and the seconds it took."""
         began = time.perf_counter()
         if self._streaming:
             self._decoder.end_utt()
@@ -261,7 +261,7 @@ class StopSpotter:
             return StopDecision(False), time.perf_counter() - began
         text, complete, _ = self._decode(SEARCH, pcm)
         complete = complete and self._holds_a_whole_sentence(text)
-        evidence = StopEvidence(spotter_text=text, spotter_complete=complete)
+        evidence = StopEvidence(spotter_text=text, spotter_complete=complete, stop_score=stop_score)
         decision = self.decide(evidence)
         if not decision.stop or decision.reason == StopReason.INCOMPLETE:
             self.last_margin = self._margin(pcm)
@@ -271,7 +271,8 @@ class StopSpotter:
     def decide(self, evidence: StopEvidence) -> StopDecision:
         """``decide_stop`` with this spotter's phrases, stop words and settings."""
         return decide_stop(evidence, self.detector, self.stop_words, doubt_is_stop=self.config.doubt_is_stop,
-                           stop_margin=self.config.stop_margin, doubt_margin=self.config.doubt_margin)
+                           stop_margin=self.config.stop_margin, doubt_margin=self.config.doubt_margin,
+                           learned=self.config.learned)
 
     def _holds_a_whole_sentence(self, text: str) -> bool:
         """A sentence of the spotter grammar, or one followed by a connector and a cut second part."""

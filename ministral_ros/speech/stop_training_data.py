@@ -4,7 +4,9 @@ sequences (speech_embedding.py).
 
 Besides the listed stops, ``generate_stops`` more are drawn from the grammar a stop request follows
 (``stop_phrases.py``: stop phrases, repeated or joined by "and"/"then", with fillers before and after),
-leaving out every phrase listed in ``exclude`` (the phrases the detector is measured on).
+leaving out every phrase listed in ``exclude`` (the phrases the detector is measured on). More commands
+come from the YAML lists named in ``command_files`` (config/stop_training_commands.yaml: written by
+``python -m ministral_ros.demo_model.stop_commands`` from the demo model's sentence generator).
 
 One example: a phrase, a random voice and speed from the file, a condition (``clean``: a -60 dBFS
 noise floor, as a quiet microphone has; or white noise ``snr_db`` below the speech's RMS level, the
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+import hashlib
+import json
 from pathlib import Path
 import random
 
@@ -61,6 +65,11 @@ class TrainingPhrases:
         if not (80 <= low <= high <= 450) or not self.voices or not self.commands:
             raise StopDataError('need voices, commands and words_per_minute [low, high] within 80-450')
 
+    def digest(self) -> str:
+        """SHA-256 of what gets rendered (phrases, voices, speeds, in order): equal digests, equal data."""
+        content = [list(self.stops), list(self.commands), list(self.voices), list(self.words_per_minute)]
+        return hashlib.sha256(json.dumps(content).encode('utf-8')).hexdigest()
+
 
 PREFIXES = ('', '', 'please', 'robot', 'hey', 'okay', 'oh no', 'hey robot', 'no', 'just', 'ok robot')
 SUFFIXES = ('', '', 'now', 'please', 'right now', 'immediately', 'robot', 'now please', 'it', 'everything')
@@ -94,6 +103,13 @@ def _mapping(path: Path, what: str) -> dict:
     return data
 
 
+def _command_list(path: Path) -> list:
+    data = _mapping(path, 'stop training commands')
+    if not isinstance(data.get('commands'), list):
+        raise StopDataError(f'{path}: expected `commands:` with a list of phrases')
+    return data['commands']
+
+
 def eval_phrase_sets(path: str | Path | None = None) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """``{set name: (stops, commands)}`` of the benchmark's phrase file."""
     path = Path(path or EVAL_PHRASES)
@@ -106,8 +122,8 @@ def eval_phrase_sets(path: str | Path | None = None) -> dict[str, tuple[tuple[st
 
 def load_training_phrases(path: str | Path | None = None, eval_path: str | Path | None = None) -> TrainingPhrases:
     """The training phrases file with its ``include`` sets of the benchmark's file, the default stop
-    phrases and ``generate_stops`` generated stops; the benchmark's measured sets are excluded (a
-    listed one is an error, a generated one is skipped)."""
+    phrases, ``generate_stops`` generated stops and the commands of ``command_files``; the benchmark's
+    measured sets are excluded (a listed one is an error, a generated one is skipped)."""
     path = Path(path or DEFAULT_PHRASES)
     data = _mapping(path, 'stop training phrases')
     sets = eval_phrase_sets(eval_path)
@@ -119,6 +135,8 @@ def load_training_phrases(path: str | Path | None = None, eval_path: str | Path 
         for name in data.get('include', []):
             lists['stops'] += sets[name][0]
             lists['commands'] += sets[name][1]
+        for name in data.get('command_files', []):
+            lists['commands'] += [str(item).strip() for item in _command_list(path.parent / str(name))]
     except (KeyError, TypeError, ValueError) as error:
         raise StopDataError(f'{path}: stops, commands and voices must be lists, words_per_minute [low, high], '
                             f'include names of sets in the benchmark file ({type(error).__name__}: {error})') from None

@@ -9,7 +9,6 @@ on two CPU cores; deterministic for a seed up to sox's dither in the renderings.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -49,7 +48,7 @@ def build(phrases_path: Path, out: Path, renders: int, seed: int, config: StopTr
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / 'stop_classifier.npz')
     summary = {
-        'phrases_file': str(phrases_path), 'phrases_sha256': hashlib.sha256(phrases_path.read_bytes()).hexdigest(),
+        'phrases_file': _shown(phrases_path), 'phrases_sha256': phrases.digest(),
         'stops': len(phrases.stops), 'commands': len(phrases.commands), 'renders_per_phrase': renders,
         'snrs_db': ['clean' if s is None else s for s in DEFAULT_SNRS], 'seed': seed, 'config': config.__dict__,
         'threshold': model.threshold, 'utterances': len(labels), 'held_aside': int(held.sum()),
@@ -59,6 +58,13 @@ def build(phrases_path: Path, out: Path, renders: int, seed: int, config: StopTr
     }
     (out / 'training.json').write_text(json.dumps(summary, indent=1) + '\n', encoding='utf-8')
     return summary
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (so the record reads the same anywhere)."""
+    root = Path(__file__).resolve().parents[2]
+    resolved = path.resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(path)
 
 
 def main(argv: list[str] | None = None) -> int:

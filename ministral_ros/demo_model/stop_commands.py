@@ -1,0 +1,78 @@
+"""Commands for the learned stop detector's training data, from the demo model's sentence generator.
+
+``python -m ministral_ros.demo_model.stop_commands --count 400 --seed 0 --out config/stop_training_commands.yaml``
+writes ``count`` distinct commands of the generator's training split (config/demo_phrasings.yaml: single
+and chained actions, clarifications, chat) in lower case without punctuation, as espeak-ng will speak
+them. None holds a stop word ("halt", "cancel", ...) or a multi-word stop phrase ("hold on"), none is a
+stop request, none is longer than ``MAX_COMMAND_WORDS`` words, and none is a phrase the detector is
+measured on or a training stop (``config/stop_eval_phrases.yaml``, ``config/stop_training_phrases.yaml``).
+"Wait for five seconds" stays: a command the detector must learn not to take for "wait".
+
+The list is written to a file (read by speech/stop_training_data.py) rather than generated while
+training, so the speech layer never depends on the demo model, and what the detector learned from
+can be read; test/test_speech_stop_data.py checks the file equals this generator's output.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ministral_ros.demo_model.generator import CommandGenerator
+from ministral_ros.demo_model.phrasings import load_phrasings
+from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES, StopDetector, words_of
+from ministral_ros.speech.stop_training_data import DEFAULT_PHRASES, load_training_phrases
+import yaml
+
+STOP_ONLY_WORDS = frozenset({'stop', 'halt', 'cancel', 'abort', 'freeze', 'emergency', 'e-stop', 'estop'})
+MAX_COMMAND_WORDS = 14
+HEADER = ("# Commands of the learned stop detector's training data (config/stop_training_phrases.yaml lists\n"
+          '# this file). Written by `python -m ministral_ros.demo_model.stop_commands {args}`; do not edit:\n'
+          "# test/test_speech_stop_data.py checks it equals the generator's output.\n")
+
+
+def generated_commands(count: int, seed: int, exclude: frozenset[str]) -> tuple[str, ...]:
+    """``count`` distinct commands (see the module docstring), none in ``exclude``."""
+    generator = CommandGenerator(load_phrasings(), 'train', seed)
+    detector = StopDetector(STANDARD_STOP_PHRASES)
+    multi_word = [tuple(words_of(p)) for p in STANDARD_STOP_PHRASES if len(words_of(p)) > 1]
+    found: dict[str, None] = {}
+    for _ in range(100 * count):
+        if len(found) >= count:
+            break
+        example = generator.example()
+        words = words_of(example.text)
+        text = ' '.join(words)
+        stopping = (any(call.name == 'stop' for call in example.calls) or STOP_ONLY_WORDS & set(words)
+                    or detector.is_stop(text)
+                    or any(tuple(words[i:i + len(p)]) == p for p in multi_word for i in range(len(words))))
+        if words and len(words) <= MAX_COMMAND_WORDS and not stopping and text not in exclude:
+            found[text] = None
+    return tuple(found)
+
+
+def training_exclusions(phrases_path: Path = DEFAULT_PHRASES) -> frozenset[str]:
+    """The measured phrases and every training stop: no generated command may be one of them."""
+    phrases = load_training_phrases(phrases_path)
+    return phrases.exclude | frozenset(phrases.stops)
+
+
+def command_file_text(count: int, seed: int, phrases_path: Path = DEFAULT_PHRASES) -> str:
+    commands = generated_commands(count, seed, training_exclusions(phrases_path))
+    body = yaml.safe_dump({'commands': list(commands)}, sort_keys=False, allow_unicode=True, width=1000)
+    return HEADER.format(args=f'--count {count} --seed {seed}') + body
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--count', type=int, default=400)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', type=Path, required=True, help='YAML file to write')
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error('--count must be >= 1')
+    args.out.write_text(command_file_text(args.count, args.seed), encoding='utf-8')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

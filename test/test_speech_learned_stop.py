@@ -1,0 +1,243 @@
+"""The learned stop detector in the stop decision: a high score is a stop, a score near zero overrules
+the recognisers' stop evidence, an unknown score changes nothing; the live scorer buffers a bounded
+utterance and never raises; the configuration wires it (and a broken one falls back, logged)."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from ministral_ros.speech.backends import create_recognizer
+from ministral_ros.speech.config import DEFAULT_STOP_DETECTOR, load_config, SpeechConfigError
+from ministral_ros.speech.learned_stop import LearnedStopScorer
+from ministral_ros.speech.recognizer import Transcript
+from ministral_ros.speech.speech_embedding import SpeechEmbedding
+from ministral_ros.speech.stop_classifier import StopClassifier
+from ministral_ros.speech.stop_decision import (decide_stop, early_stop_phrase, LearnedRule, NOT_STOP, StopDecision,
+                                                StopEvidence, StopReason)
+from ministral_ros.speech.stop_first import StopFirstRecognizer
+from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES, StopDetector
+from ministral_ros.speech.stop_spotter import SpotterConfig
+from ministral_ros.speech.stop_training_data import load_training_phrases
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DETECTOR = StopDetector(STANDARD_STOP_PHRASES)
+STOP_WORDS = frozenset({'stop', 'halt', 'abort', 'freeze', 'cancel'})
+RULE = LearnedRule(threshold=0.9, veto_below=0.01, veto_doubt_below=0.5)
+
+
+def decide(score, **evidence):
+    return decide_stop(StopEvidence(stop_score=score, **evidence), DETECTOR, STOP_WORDS, learned=RULE)
+
+
+# ------------------------------------------------------------------ the rule
+def test_a_high_score_is_a_stop_whatever_the_recognisers_heard():
+    decision = decide(0.95, spotter_text='go to the kitchen', command_text='go to the kitchen')
+    assert decision == StopDecision(True, 'stop', StopReason.LEARNED)
+    heard = decide(0.95, spotter_text='halt')
+    assert heard == StopDecision(True, 'halt', StopReason.STOP_REQUEST), 'the phrase heard is kept'
+
+
+@pytest.mark.parametrize('evidence, veto', [
+    ({'spotter_text': 'cancel'}, 0.01),                                   # a stop request
+    ({'command_text': 'put the glasses on the halt'}, 0.01),              # a stop word
+    ({'command_text': 'go to the kitchen', 'stop_margin': 5.0}, 0.5),     # the margin (weak)
+    ({'command_text': 'come to the', 'command_complete': False}, 0.5),    # doubt (weak)
+])
+def test_recogniser_stop_evidence_stands_unless_the_score_is_below_its_veto(evidence, veto):
+    assert decide(None, **evidence).stop, 'an unknown score changes nothing'
+    assert decide(veto, **evidence).stop, 'the veto is strictly below its level'
+    assert decide(0.6, **evidence).stop
+    assert decide(veto - 0.001, **evidence) == NOT_STOP
+    assert decide(0.0, **evidence) == NOT_STOP
+    no_veto = decide_stop(StopEvidence(stop_score=0.0, **evidence), DETECTOR, STOP_WORDS,
+                          learned=LearnedRule(threshold=0.9, veto_below=0.0, veto_doubt_below=0.0))
+    assert no_veto.stop, 'vetoes of 0 never overrule'
+
+
+def test_a_command_with_a_middling_score_stays_a_command():
+    assert decide(0.5, spotter_text='go to the kitchen', command_text='go to the kitchen') == NOT_STOP
+
+
+@pytest.mark.parametrize('threshold, veto, doubt', [(0.0, 0.0, 0.0), (1.0, 0.1, 0.1), (0.5, 0.6, 0.1),
+                                                    (0.5, -0.1, 0.1), (0.5, 0.1, 0.6), (0.5, 0.1, -0.1)])
+def test_the_rule_is_validated(threshold, veto, doubt):
+    with pytest.raises(ValueError, match='threshold|veto_below|veto_doubt_below'):
+        LearnedRule(threshold, veto, doubt)
+
+
+@pytest.mark.parametrize('text, phrase', [('halt', 'halt'), ('please stop now', 'stop now'), ('halt wait', 'halt'),
+                                          ('wait halt', ''), ('wait', ''), ('hold on stop', ''), ('go to the', ''),
+                                          ('emergency stop', 'emergency stop')])
+def test_an_early_stop_opens_with_an_unambiguous_stop_phrase(text, phrase):
+    assert early_stop_phrase(text, DETECTOR, STOP_WORDS | {'emergency'}) == phrase
+
+
+# ------------------------------------------------------------------ the live scorer
+def _classifier(threshold: float = 0.5) -> StopClassifier:
+    rng = np.random.default_rng(0)
+    return StopClassifier(mean=np.zeros(96, np.float32), std=np.ones(96, np.float32),
+                          conv_weight=rng.standard_normal((4, 96, 3)).astype(np.float32) * 0.1,
+                          conv_bias=np.zeros(4, np.float32), out_weight=rng.standard_normal(8).astype(np.float32),
+                          out_bias=0.0, threshold=threshold)
+
+
+@pytest.fixture(scope='module')
+def features():
+    return SpeechEmbedding()
+
+
+def test_the_scorer_scores_the_newest_audio_up_to_its_limit(features):
+    scorer = LearnedStopScorer(_classifier(), features, max_seconds=1.0)
+    audio = np.random.default_rng(1).standard_normal(40000).astype(np.float32) * 0.05
+    assert scorer.score() is None and scorer.last.audio_s == 0.0
+    scorer.start()
+    for offset in range(0, len(audio), 512):
+        scorer.accept(audio[offset:offset + 512])
+    score = scorer.score()
+    expected = scorer.classifier.score(features.embed(audio[-16000:]))
+    assert score == pytest.approx(expected, abs=1e-6) and scorer.last.audio_s == 1.0
+    assert sum(len(chunk) for chunk in scorer._chunks) < 16000 + 512, 'memory stays bounded'
+    scorer.start()
+    assert scorer.score() is None
+
+
+def test_a_failing_scorer_gives_no_score_and_logs(caplog):
+    class Broken:
+        def embed(self, samples):
+            raise RuntimeError('feature model crashed')
+
+    scorer = LearnedStopScorer(_classifier(), Broken())
+    scorer.accept(np.zeros(8000, np.float32))
+    with caplog.at_level(logging.ERROR):
+        assert scorer.score() is None
+    assert 'feature model crashed' in caplog.text and 'recognisers alone' in caplog.text
+
+
+# ------------------------------------------------------------------ the stop-first recogniser
+class _Inner:
+    name, sample_rate = 'inner', 16000
+
+    def start(self) -> None:
+        pass
+
+    def accept(self, samples) -> None:
+        pass
+
+    def partial(self) -> str:
+        return ''
+
+    def finish(self) -> Transcript:
+        return Transcript('go back two meters', 0.3)
+
+
+class _EarlySpotter:
+    """Proposes an early "cancel" on the first block; at the end decides with the score it is given."""
+
+    sample_rate = 16000
+    config = SpotterConfig(learned=RULE)
+
+    def __init__(self) -> None:
+        self.last_margin = None
+
+    def start(self) -> None:
+        pass
+
+    def accept(self, samples):
+        return StopDecision(True, 'cancel', StopReason.STOP_REQUEST)
+
+    def finish(self, stop_score=None):
+        return decide_stop(StopEvidence(spotter_text='cancel', stop_score=stop_score), DETECTOR, STOP_WORDS,
+                           learned=RULE), 0.01
+
+    def decide(self, evidence):
+        return decide_stop(evidence, DETECTOR, STOP_WORDS, learned=RULE)
+
+
+class _FixedScorer:
+    sample_rate = 16000
+
+    def __init__(self, score) -> None:
+        self.value, self.last = score, None
+
+    def start(self) -> None:
+        pass
+
+    def accept(self, samples) -> None:
+        pass
+
+    def score(self):
+        return self.value
+
+
+@pytest.mark.parametrize('score, early, text', [(0.001, '', 'go back two meters'), (0.03, 'cancel', 'cancel'),
+                                                (None, 'cancel', 'cancel')])
+def test_an_early_stop_needs_a_score_that_does_not_overrule_it(score, early, text):
+    recognizer = StopFirstRecognizer(_Inner(), _EarlySpotter(), _FixedScorer(score))
+    recognizer.start()
+    recognizer.accept(np.zeros(512, np.float32))
+    assert recognizer.early_stop() == early
+    assert recognizer.finish().text == text
+    assert recognizer.finished_with_stop == (text == 'cancel')
+    if early:
+        assert recognizer.last_stop.early and recognizer.last_stop.score == score
+
+
+def test_a_scorer_needs_the_learned_rule():
+    spotter = _EarlySpotter()
+    spotter.config = SpotterConfig()
+    with pytest.raises(ValueError, match='learned'):
+        StopFirstRecognizer(_Inner(), spotter, _FixedScorer(0.5))
+
+
+# ------------------------------------------------------------------ configuration
+def test_the_default_configuration_uses_the_shipped_detector():
+    config = load_config()
+    assert config.stop_detector == 'default' and config.stop_detector_path() == ROOT / DEFAULT_STOP_DETECTOR
+    recognizer = create_recognizer(config)
+    assert isinstance(recognizer.scorer, LearnedStopScorer)
+    rule = recognizer.spotter.config.learned
+    assert rule == LearnedRule(recognizer.scorer.threshold, 0.01, 0.5)
+    tuned = create_recognizer(load_config(overrides={'stop.detector_threshold': 0.6, 'stop.veto_below': 0.0,
+                                                     'stop.veto_doubt_below': 0.2}))
+    assert tuned.spotter.config.learned == LearnedRule(0.6, 0.0, 0.2)
+    assert create_recognizer(load_config(overrides={'stop.detector': ''})).scorer is None
+
+
+@pytest.mark.parametrize('key, value', [('stop.detector_threshold', 1.0), ('stop.detector_threshold', -0.1),
+                                        ('stop.veto_below', 1.0), ('stop.veto_below', 'x'),
+                                        ('stop.veto_doubt_below', -0.5)])
+def test_detector_settings_are_validated(key, value):
+    with pytest.raises(SpeechConfigError, match=key.split('.')[1]):
+        load_config(overrides={key: value})
+
+
+@pytest.mark.parametrize('key', ['stop.veto_below', 'stop.veto_doubt_below'])
+def test_a_veto_above_the_threshold_is_refused(key):
+    with pytest.raises(SpeechConfigError, match=key.split('.')[1]):
+        load_config(overrides={'stop.detector_threshold': 0.2, key: 0.3})
+
+
+def test_a_missing_or_damaged_detector_falls_back_to_the_recognisers(tmp_path, caplog):
+    damaged = tmp_path / 'damaged.npz'
+    damaged.write_bytes(b'not an npz')
+    for path in (tmp_path / 'absent.npz', damaged):
+        with caplog.at_level(logging.ERROR):
+            recognizer = create_recognizer(load_config(overrides={'stop.detector': str(path)}))
+        assert recognizer.scorer is None and recognizer.spotter.config.learned is None
+        assert str(path) in caplog.text and 'recognisers alone' in caplog.text
+        caplog.clear()
+
+
+def test_the_shipped_detector_was_trained_on_this_repository_s_phrases_only():
+    folder = ROOT / Path(DEFAULT_STOP_DETECTOR).parent
+    training = json.loads((folder / 'training.json').read_text())
+    phrases = load_training_phrases(ROOT / training['phrases_file'])
+    assert phrases.digest() == training['phrases_sha256'], (
+        'the training phrases changed since the shipped detector was trained: retrain it '
+        '(models/stop-detector/README.md)')
+    assert training['stops'] == len(phrases.stops) and training['commands'] == len(phrases.commands)
+    assert training['held_aside_stop_recall'] >= 0.95 and training['held_aside_false_stops'] <= 0.02
+    assert StopClassifier.load(folder / 'stop_classifier.npz').threshold == pytest.approx(training['threshold'])
