@@ -13,6 +13,7 @@ import subprocess
 
 from ministral_ros.speech.audio import Audio
 from ministral_ros.speech.espeak import INSTALL_HINT, speak
+from ministral_ros.speech.recognizer import Transcript
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,3 +73,25 @@ def synthesize_commands(tmp_path_factory) -> dict[str, Audio]:
         folder = tmp_path_factory.mktemp('spoken')
         _SPOKEN.update({text: speak(text, folder) for text in COMMANDS})
     return _SPOKEN
+
+
+class ScriptedInner:
+    """A command recogniser that always hears ``text`` (counts its decodings)."""
+
+    name, sample_rate = 'inner', 16000
+
+    def __init__(self, text: str, complete: bool = True) -> None:
+        self.text, self.last_complete, self.decoded = text, complete, 0
+
+    def start(self) -> None:
+        pass
+
+    def accept(self, samples) -> None:
+        pass
+
+    def partial(self) -> str:
+        return ''
+
+    def finish(self) -> Transcript:
+        self.decoded += 1
+        return Transcript(self.text, 0.2)

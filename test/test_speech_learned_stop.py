@@ -10,7 +10,6 @@ from pathlib import Path
 from ministral_ros.speech.backends import create_recognizer
 from ministral_ros.speech.config import DEFAULT_STOP_DETECTOR, load_config, SpeechConfigError
 from ministral_ros.speech.learned_stop import LearnedStopScorer
-from ministral_ros.speech.recognizer import Transcript
 from ministral_ros.speech.speech_embedding import SpeechEmbedding
 from ministral_ros.speech.stop_classifier import StopClassifier
 from ministral_ros.speech.stop_decision import (decide_stop, early_stop_phrase, LearnedRule, NOT_STOP, StopDecision,
@@ -21,6 +20,7 @@ from ministral_ros.speech.stop_spotter import SpotterConfig
 from ministral_ros.speech.stop_training_data import load_training_phrases
 import numpy as np
 import pytest
+from speech_support import ScriptedInner
 
 ROOT = Path(__file__).resolve().parents[1]
 DETECTOR = StopDetector(STANDARD_STOP_PHRASES)
@@ -42,7 +42,7 @@ def test_a_high_score_is_a_stop_whatever_the_recognisers_heard():
 
 @pytest.mark.parametrize('evidence, veto', [
     ({'spotter_text': 'cancel'}, 0.01),                                   # a stop request
-    ({'command_text': 'put the glasses on the halt'}, 0.01),              # a stop word
+    ({'command_text': 'put the glasses on the halt'}, 0.5),               # a stop word (weak)
     ({'command_text': 'go to the kitchen', 'stop_margin': 5.0}, 0.5),     # the margin (weak)
     ({'command_text': 'come to the', 'command_complete': False}, 0.5),    # doubt (weak)
 ])
@@ -117,22 +117,6 @@ def test_a_failing_scorer_gives_no_score_and_logs(caplog):
 
 
 # ------------------------------------------------------------------ the stop-first recogniser
-class _Inner:
-    name, sample_rate = 'inner', 16000
-
-    def start(self) -> None:
-        pass
-
-    def accept(self, samples) -> None:
-        pass
-
-    def partial(self) -> str:
-        return ''
-
-    def finish(self) -> Transcript:
-        return Transcript('go back two meters', 0.3)
-
-
 class _EarlySpotter:
     """Proposes an early "cancel" on the first block; at the end decides with the score it is given."""
 
@@ -175,7 +159,7 @@ class _FixedScorer:
 @pytest.mark.parametrize('score, early, text', [(0.001, '', 'go back two meters'), (0.03, 'cancel', 'cancel'),
                                                 (None, 'cancel', 'cancel')])
 def test_an_early_stop_needs_a_score_that_does_not_overrule_it(score, early, text):
-    recognizer = StopFirstRecognizer(_Inner(), _EarlySpotter(), _FixedScorer(score))
+    recognizer = StopFirstRecognizer(ScriptedInner('go back two meters'), _EarlySpotter(), _FixedScorer(score))
     recognizer.start()
     recognizer.accept(np.zeros(512, np.float32))
     assert recognizer.early_stop() == early
@@ -189,7 +173,7 @@ def test_a_scorer_needs_the_learned_rule():
     spotter = _EarlySpotter()
     spotter.config = SpotterConfig()
     with pytest.raises(ValueError, match='learned'):
-        StopFirstRecognizer(_Inner(), spotter, _FixedScorer(0.5))
+        StopFirstRecognizer(ScriptedInner('go back two meters'), spotter, _FixedScorer(0.5))
 
 
 # ------------------------------------------------------------------ configuration
@@ -199,7 +183,7 @@ def test_the_default_configuration_uses_the_shipped_detector():
     recognizer = create_recognizer(config)
     assert isinstance(recognizer.scorer, LearnedStopScorer)
     rule = recognizer.spotter.config.learned
-    assert rule == LearnedRule(recognizer.scorer.threshold, 0.01, 0.5)
+    assert rule == LearnedRule(recognizer.scorer.threshold, 0.0, 0.1), 'a heard stop request is never vetoed'
     tuned = create_recognizer(load_config(overrides={'stop.detector_threshold': 0.6, 'stop.veto_below': 0.0,
                                                      'stop.veto_doubt_below': 0.2}))
     assert tuned.spotter.config.learned == LearnedRule(0.6, 0.0, 0.2)

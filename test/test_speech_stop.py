@@ -22,7 +22,7 @@ from ministral_ros.speech.stop_spotter import (command_words, JOINING_FILLERS, L
 from ministral_ros.speech.vad import SegmentEvent, SegmentEventKind
 import numpy as np
 import pytest
-from speech_support import require_tools
+from speech_support import require_tools, ScriptedInner
 
 DETECTOR = StopDetector(STANDARD_STOP_PHRASES)
 STOP_WORDS = frozenset({'stop', 'halt', 'cancel', 'abort', 'freeze', 'emergency', 'hold', 'moving'})
@@ -243,26 +243,6 @@ def test_a_final_stop_ignores_the_wake_word_and_counts_its_latency():
 
 
 # ------------------------------------------------------------------ the stop-first recogniser
-class _Inner:
-    name, sample_rate = 'inner', 16000
-
-    def __init__(self, text: str, complete: bool = True) -> None:
-        self.text, self.last_complete, self.decoded = text, complete, 0
-
-    def start(self) -> None:
-        pass
-
-    def accept(self, samples) -> None:
-        pass
-
-    def partial(self) -> str:
-        return ''
-
-    def finish(self) -> Transcript:
-        self.decoded += 1
-        return Transcript(self.text, 0.2)
-
-
 class _Spotter:
     sample_rate = 16000
     detector, stop_words = DETECTOR, STOP_WORDS
@@ -290,7 +270,7 @@ class _Spotter:
     (StopDecision(False), 'go to the kitchen', True, 'go to the kitchen'),
 ])
 def test_the_spotter_decides_before_the_command_recogniser(spotted, heard, complete, expected):
-    inner = _Inner(heard, complete)
+    inner = ScriptedInner(heard, complete)
     recognizer = StopFirstRecognizer(inner, _Spotter(spotted, margin=None))
     recognizer.start()
     recognizer.accept(np.zeros(512, np.float32))

@@ -117,8 +117,8 @@ class SpeechConfig:
     spotter: SpotterConfig = field(default_factory=SpotterConfig)
     stop_detector: str = ''               # learned stop detector weights: '' none, 'default' the shipped ones
     stop_detector_threshold: float = 0.0  # 0 = the threshold stored with the weights
-    stop_veto_below: float = VETO_BELOW   # a learned score below this overrules a heard stop request or word
-    stop_veto_doubt_below: float = VETO_DOUBT_BELOW  # ... and below this the margin and doubt rules
+    stop_veto_below: float = VETO_BELOW   # a learned score below this overrules a heard stop request
+    stop_veto_doubt_below: float = VETO_DOUBT_BELOW  # ... below this a stop word, the margin and doubt
 
     def __post_init__(self) -> None:
         if self.sample_rate < 0 or (self.sample_rate and self.sample_rate < 8000):

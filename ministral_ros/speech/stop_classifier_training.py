@@ -95,7 +95,7 @@ def train_stop_classifier(sequences: Sequence[np.ndarray], labels: Sequence[bool
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(index)
+            total += float(loss.detach()) * len(index)
         if (epoch + 1) % 10 == 0 or epoch + 1 == config.epochs:
             LOG.info('epoch %d of %d: training loss %.4f', epoch + 1, config.epochs, total / len(y))
     check_sequences, check_labels = validation if validation is not None else (sequences, labels)

@@ -30,7 +30,7 @@ import yaml
 CONFIG = Path(__file__).resolve().parents[2] / 'config'
 DEFAULT_PHRASES = CONFIG / 'stop_training_phrases.yaml'
 EVAL_PHRASES = CONFIG / 'stop_eval_phrases.yaml'
-MEASURED_SETS = ('heldout', 'fresh')
+MEASURED_SETS = ('heldout', 'fresh', 'fresh2')
 CLEAN_FLOOR_DBFS = -60.0
 SILENCE_S = 0.3
 SAMPLE_RATE = 16000
@@ -182,3 +182,4 @@ def spoken_examples(phrases: TrainingPhrases, workdir: str | Path, renders_per_p
                 snr = choose.choice(list(snrs))
                 speech = speak(phrase, workdir, voice=voice, words_per_minute=rate).samples
                 yield SpokenExample(phrase, stop, voice, rate, snr, with_noise(speech, snr, noise))
+

@@ -34,7 +34,7 @@ def build(phrases_path: Path, out: Path, renders: int, seed: int, config: StopTr
         for index, example in enumerate(spoken_examples(phrases, workdir, renders, DEFAULT_SNRS, seed)):
             sequences.append(features.embed(example.samples))
             labels.append(example.stop)
-            if (index + 1) % 100 == 0 or index + 1 == total:
+            if (index + 1) % 500 == 0:
                 LOG.info('rendered and embedded %d of %d utterances (%.0f s)', index + 1, total,
                          time.monotonic() - started)
     labels_array = np.array(labels)
