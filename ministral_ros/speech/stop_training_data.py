@@ -182,4 +182,3 @@ def spoken_examples(phrases: TrainingPhrases, workdir: str | Path, renders_per_p
                 snr = choose.choice(list(snrs))
                 speech = speak(phrase, workdir, voice=voice, words_per_minute=rate).samples
                 yield SpokenExample(phrase, stop, voice, rate, snr, with_noise(speech, snr, noise))
-
