@@ -23,8 +23,9 @@ from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES, StopDetecto
 from ministral_ros.speech.stop_training_data import DEFAULT_PHRASES, load_training_phrases
 import yaml
 
-STOP_ONLY_WORDS = frozenset({'stop', 'halt', 'cancel', 'abort', 'freeze', 'emergency', 'e-stop', 'estop'})
 MAX_COMMAND_WORDS = 14
+# Stop phrases a command may hold: "wait for five seconds" is a command the detector must learn.
+COMMAND_STOP_PHRASES = frozenset({('wait',)})
 HEADER = ("# Commands of the learned stop detector's training data (config/stop_training_phrases.yaml lists\n"
           '# this file). Written by `python -m ministral_ros.demo_model.stop_commands {args}`; do not edit:\n'
           "# test/test_speech_stop_data.py checks it equals the generator's output.\n")
@@ -34,7 +35,7 @@ def generated_commands(count: int, seed: int, exclude: frozenset[str]) -> tuple[
     """``count`` distinct commands (see the module docstring), none in ``exclude``."""
     generator = CommandGenerator(load_phrasings(), 'train', seed)
     detector = StopDetector(STANDARD_STOP_PHRASES)
-    multi_word = [tuple(words_of(p)) for p in STANDARD_STOP_PHRASES if len(words_of(p)) > 1]
+    banned = [phrase for phrase in detector.phrases if phrase not in COMMAND_STOP_PHRASES]
     found: dict[str, None] = {}
     for _ in range(100 * count):
         if len(found) >= count:
@@ -42,9 +43,8 @@ def generated_commands(count: int, seed: int, exclude: frozenset[str]) -> tuple[
         example = generator.example()
         words = words_of(example.text)
         text = ' '.join(words)
-        stopping = (any(call.name == 'stop' for call in example.calls) or STOP_ONLY_WORDS & set(words)
-                    or detector.is_stop(text)
-                    or any(tuple(words[i:i + len(p)]) == p for p in multi_word for i in range(len(words))))
+        stopping = (any(call.name == 'stop' for call in example.calls) or detector.is_stop(text)
+                    or any(tuple(words[i:i + len(p)]) == p for p in banned for i in range(len(words))))
         if words and len(words) <= MAX_COMMAND_WORDS and not stopping and text not in exclude:
             found[text] = None
     return tuple(found)
