@@ -22,6 +22,7 @@ from ministral_ros.speech.stop_training_data import (
 )
 import numpy as np
 import pytest
+import yaml
 
 BENCH = Path(__file__).resolve().parents[1] / 'benchmarks' / 'bench_stop_phrases.py'
 
@@ -75,6 +76,15 @@ def test_the_command_file_is_the_generator_s_output():
     count, seed = (int(first.split(flag)[1].split()[0].strip('`;')) for flag in ('--count', '--seed'))
     assert path.read_text(encoding='utf-8') == command_file_text(count, seed), (
         'regenerate it: python -m ministral_ros.demo_model.stop_commands --count N --seed S --out ' + str(path))
+
+
+def test_the_command_file_writer_reports_an_unwritable_path(tmp_path, capsys):
+    from ministral_ros.demo_model.stop_commands import main
+
+    assert main(['--count', '5', '--out', str(tmp_path / 'absent' / 'commands.yaml')]) == 2
+    assert 'absent' in capsys.readouterr().err
+    assert main(['--count', '5', '--out', str(tmp_path / 'commands.yaml')]) == 0
+    assert len(yaml.safe_load((tmp_path / 'commands.yaml').read_text())['commands']) == 5
 
 
 @pytest.mark.parametrize('commands, words', [('commands: [okay go, hand me the phone]\n', 'measured on'),

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import sys
 
 from ministral_ros.demo_model.generator import CommandGenerator
 from ministral_ros.demo_model.phrasings import load_phrasings
 from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES, StopDetector, words_of
-from ministral_ros.speech.stop_training_data import DEFAULT_PHRASES, load_training_phrases
+from ministral_ros.speech.stop_training_data import DEFAULT_PHRASES, load_training_phrases, StopDataError
 import yaml
 
 MAX_COMMAND_WORDS = 14
@@ -70,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error('--count must be >= 1')
-    args.out.write_text(command_file_text(args.count, args.seed), encoding='utf-8')
+    try:
+        args.out.write_text(command_file_text(args.count, args.seed), encoding='utf-8')
+    except (OSError, StopDataError) as error:
+        print(f'stop_commands: {error}', file=sys.stderr)
+        return 2
     return 0
 
 
