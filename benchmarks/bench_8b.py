@@ -38,6 +38,11 @@ import bench_8b_report  # noqa: E402  (beside this file, not a package)
 import memory_bandwidth  # noqa: E402
 
 STAGES = ('write', 'export', 'engine', 'gguf', 'llama', 'bandwidth')
+# The exports a run can compare ("precisions"): int4 is the exporter's default recipe (symmetric blocks of 32
+# everywhere); int4-b64 its speed option (blocks of 64 with zero points, the output matrix in int8).
+EXPORT_OPTIONS = {'fp32': ['--precision', 'fp32'], 'fp16': ['--precision', 'fp16'], 'int8': ['--precision', 'int8'],
+                  'int4': ['--precision', 'int4'],
+                  'int4-b64': ['--precision', 'int4', '--int4-block', '64', '--int4-output', 'int8']}
 LOG = logging.getLogger('bench_8b')
 
 
@@ -90,7 +95,7 @@ def stage_export(args: argparse.Namespace, results: Results) -> None:
         if results.has(key) and 'export' not in args.redo:
             continue
         command = [sys.executable, '-m', 'ministral_ros.cli', 'export', str(args.work / 'ckpt'),
-                   str(args.work / precision), '--precision', precision, '--overwrite']
+                   str(args.work / precision), '--overwrite', *EXPORT_OPTIONS[precision]]
         report = run_child(command)
         report['folder_bytes'] = sum(path.stat().st_size for path in (args.work / precision).iterdir())
         results.put(key, report)
@@ -176,7 +181,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('work', type=Path, help='working folder (checkpoint, exports, GGUF, results.json)')
     parser.add_argument('--stages', type=lambda t: _comma_list(t, STAGES), default=list(STAGES))
-    parser.add_argument('--precisions', type=lambda t: _comma_list(t, ('fp32', 'fp16', 'int8', 'int4')),
+    parser.add_argument('--precisions', type=lambda t: _comma_list(t, tuple(EXPORT_OPTIONS)),
                         default=['int4', 'int8'])
     parser.add_argument('--contexts', type=lambda t: [int(part) for part in _comma_list(t)], default=[16, 1024, 4096])
     parser.add_argument('--threads', type=int, default=os.cpu_count() or 1, help='threads for both engines')

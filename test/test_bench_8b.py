@@ -70,3 +70,12 @@ def test_arguments_are_checked():
         bench_8b.parse_args(['/tmp/x', '--stages', 'write,nonsense'])
     args = bench_8b.parse_args(['/tmp/x', '--contexts', '16,1024', '--redo', 'engine'])
     assert args.contexts == [16, 1024] and args.redo == ['engine'] and args.precisions == ['int4', 'int8']
+
+
+def test_the_fast_int4_recipe_is_a_precision_of_its_own():
+    """A run can compare the default int4 recipe with its speed option on the same checkpoint."""
+    from ministral_ros.cli import build_parser
+    args = bench_8b.parse_args(['/tmp/x', '--precisions', 'int4,int4-b64'])
+    assert args.precisions == ['int4', 'int4-b64']
+    parsed = build_parser('export').parse_args(['export', 'src', 'out', *bench_8b.EXPORT_OPTIONS['int4-b64']])
+    assert (parsed.precision, parsed.int4_block, parsed.int4_output) == ('int4', 64, 'int8')

@@ -343,7 +343,8 @@ def _quantized_weights(folder: Path) -> list[list[np.ndarray]]:
 @pytest.mark.parametrize('precision', ['int4', 'int8'])
 def test_quantized_weights_are_the_quantizers_bytes(interleaved, precision, tmp_path):
     """int4 = MatMulNBitsQuantizer (block 32, symmetric), int8 = quantize_dynamic per channel: the streamed
-    export's packed weights and scales equal the traced export's, node for node, and so do the logits."""
+    export's packed weights and scales equal the traced export's, node for node, and so do the logits (int4:
+    the default ``Int4Recipe``; the others are test_int4_blocks.py's)."""
     folders, model = interleaved
     export_model(folders['src'], tmp_path / 'traced', precision, method='traced')
     manifest = export_streaming(folders['src'], tmp_path / 'streamed', precision)
@@ -388,6 +389,7 @@ def test_truncated_shard_is_refused(interleaved, tmp_path):
 def test_streamed_export_states_its_needs_up_front(interleaved, tmp_path, caplog):
     """The estimate the export logs before it starts; its disk figure is checked against the folder the
     full 8B shape produced (benchmarks/RESULTS.md: int4 6.4 GiB, fp32 30 GiB)."""
+    from ministral_ros.export.quantized_matmul import FAST_INT4
     from ministral_ros.export.streaming_export import describe_streamed_needs
     folders, _ = interleaved
     with caplog.at_level(logging.INFO, logger='ministral_ros.export.streaming_export'):
@@ -396,4 +398,5 @@ def test_streamed_export_states_its_needs_up_front(interleaved, tmp_path, caplog
     hub_8b = {'hidden_size': 4096, 'num_hidden_layers': 36, 'num_attention_heads': 32, 'num_key_value_heads': 8,
               'head_dim': 128, 'intermediate_size': 12288, 'vocab_size': 131072}
     assert 'disk ~6.4 GiB' in describe_streamed_needs(hub_8b, 'int4')
+    assert 'disk ~6.2 GiB' in describe_streamed_needs(hub_8b, 'int4', FAST_INT4)
     assert 'disk ~29.9 GiB' in describe_streamed_needs(hub_8b, 'fp32')

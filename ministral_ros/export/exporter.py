@@ -258,13 +258,15 @@ EXPORT_METHODS = ('auto', 'streamed', 'traced')
 
 def export_model(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp32', *,
                  layer_pattern: str = 'auto', opset: int = DEFAULT_OPSET, overwrite: bool = False,
-                 attention: str = DEFAULT_ATTENTION, method: str = 'auto') -> Manifest:
+                 attention: str = DEFAULT_ATTENTION, method: str = 'auto', int4=None) -> Manifest:
     """Export ``src_dir`` (checkpoint folder) to ``out_dir`` (engine model folder); see the module docstring.
     ``attention``: ``gqa`` (onnxruntime's fused GroupQueryAttention, KV written in place; see
     gqa_cache.py) or ``bias`` (standard ONNX ops, per-layer past lengths and a ring for sliding
     layers; see kv_cache.py). ``method``: ``streamed`` (streaming_export.py: never holds the model;
     ``gqa`` only, and the only one that reads Mistral's own layout), ``traced`` (this module: the model
-    traced through optimum) or ``auto`` (streamed for ``gqa``, traced for ``bias``)."""
+    traced through optimum) or ``auto`` (streamed for ``gqa``, traced for ``bias``). ``int4``: an
+    ``Int4Recipe`` (quantized_matmul.py) for int4 exports; None is its default (block 32, the output matrix
+    in int4 too), the only recipe of the traced path."""
     src, out = Path(src_dir), Path(out_dir)
     if precision not in PRECISIONS:
         raise ExportError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
@@ -276,7 +278,12 @@ def export_model(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp3
         raise ExportError('the streamed export builds the gqa graph only: use --attention gqa, or --method traced')
     if method != 'traced' and attention == 'gqa':
         from ministral_ros.export.streaming_export import export_streaming
-        return export_streaming(src, out, precision, layer_pattern=layer_pattern, overwrite=overwrite)
+        return export_streaming(src, out, precision, layer_pattern=layer_pattern, overwrite=overwrite, int4=int4)
+    from ministral_ros.export.quantized_matmul import Int4Recipe
+    if precision == 'int4' and int4 not in (None, Int4Recipe()):
+        raise ExportError("the traced export quantizes int4 with onnxruntime's quantizer (block 32, the output matrix "
+                          'in int4 too); for another block size or an int8 output matrix use --method streamed '
+                          '(--attention gqa)')
     config = _read_source_config(src)
     windows, origin = resolve_layer_windows(config, layer_pattern)
     config['max_position_embeddings'] = context_length(config, layer_pattern)

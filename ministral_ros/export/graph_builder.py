@@ -21,9 +21,11 @@ nothing holds more than one weight block, so the export's memory does not grow w
 count. The only other tensors are the RoPE tables ``cos/sin [max_position_embeddings, D/2]``
 (transformers' default RoPE: ``inv_freq = 1 / theta^(2j/D)`` in float32, angles in float64, as
 ``GqaStepGraph`` computes them). ``precision`` ``fp16`` stores weights, activations, tables and KV in
-float16 (logits stay float32); ``fp32`` everything in float32; ``int4`` / ``int8`` are the fp32 graph
-with every MatMul weight quantized as the traced export's onnxruntime quantizers do it
-(quantized_matmul.py); the embeddings stay float32, as there.
+float16 (logits stay float32); ``fp32`` everything in float32; ``int8`` is the fp32 graph
+with every MatMul weight quantized as the traced export's onnxruntime quantizer does it; ``int4`` follows
+an ``Int4Recipe`` (quantized_matmul.py: by default the traced export's onnxruntime quantizer byte for byte,
+block 32 symmetric; optionally blocks of 64 or 128 with zero points, the output matrix in int8); the
+embeddings stay float32.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import time
 
 from ministral_ros.export.checkpoint_reader import Checkpoint
 from ministral_ros.export.exporter import ExportError
-from ministral_ros.export.quantized_matmul import int4_matmul, int8_matmul
+from ministral_ros.export.quantized_matmul import int4_matmul, Int4Recipe, int8_matmul
 from ministral_ros.export.step_graph import group_name, window_groups
 from ministral_ros.export.weight_writer import BLOCK_ELEMENTS, ExternalDataWriter, MatMulWeights, small_constant
 import numpy as np
@@ -44,7 +46,7 @@ logger = logging.getLogger(__name__)
 OPSET = 17
 IR_VERSION = 8
 MS_DOMAIN = 'com.microsoft'
-QUANTIZED_MATMULS = {'int4': int4_matmul, 'int8': int8_matmul}  # precision -> MatMul emitter (quantized_matmul.py)
+QUANTIZED = ('int4', 'int8')
 
 
 def rope_tables(config: dict, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -67,11 +69,11 @@ class GqaGraphBuilder:
     ``ModelProto`` whose initializers all live in ``writer``'s file."""
 
     def __init__(self, checkpoint: Checkpoint, windows: list[int | None], precision: str,
-                 writer: ExternalDataWriter) -> None:
-        if precision not in QUANTIZED_MATMULS and precision not in ('fp32', 'fp16'):
+                 writer: ExternalDataWriter, int4: Int4Recipe | None = None) -> None:
+        if precision not in QUANTIZED and precision not in ('fp32', 'fp16'):
             raise ExportError(f'the streaming graph builder writes fp32, fp16, int8 or int4, got {precision!r}')
         config = checkpoint.config
-        self.quantized = QUANTIZED_MATMULS.get(precision)
+        self.precision, self.int4 = precision, int4 or Int4Recipe()
         self.checkpoint, self.windows, self.writer = checkpoint, list(windows), writer
         self.dtype = np.dtype(np.float16 if precision == 'fp16' else np.float32)
         self.elem = TensorProto.FLOAT16 if precision == 'fp16' else TensorProto.FLOAT
@@ -105,10 +107,14 @@ class GqaGraphBuilder:
         self.initializers.append(self.writer.add_array(name, self.checkpoint.read(source), self.dtype))
         return name
 
-    def _matmul(self, prefix: str, data: str, parts: list[str]) -> str:
+    def _matmul(self, prefix: str, data: str, parts: list[str], output: bool = False) -> str:
+        """``data @ weights``; ``output``: the output matrix, which an int4 recipe may keep in int8."""
         weights = MatMulWeights(self.checkpoint, parts)
-        if self.quantized is not None:
-            initializers, nodes = self.quantized(self.writer, weights, data, prefix)
+        if self.precision in QUANTIZED:
+            if self.precision == 'int8' or (output and self.int4.output == 'int8'):
+                initializers, nodes = int8_matmul(self.writer, weights, data, prefix)
+            else:
+                initializers, nodes = int4_matmul(self.writer, weights, data, prefix, self.int4.block_size)
             self.initializers += initializers
             self.nodes += nodes
             return f'{prefix}.out'
@@ -198,7 +204,7 @@ class GqaGraphBuilder:
         if tied and not self.checkpoint.config.get('tie_word_embeddings', False):
             raise ExportError(f'{self.checkpoint.src} has no lm_head weights and does not declare tied embeddings; '
                               'the checkpoint is incomplete: download it again')
-        self._matmul('lm_head', 'last_hidden', ['model.embed_tokens.weight' if tied else 'lm_head.weight'])
+        self._matmul('lm_head', 'last_hidden', ['model.embed_tokens.weight' if tied else 'lm_head.weight'], output=True)
         self._node('Cast', ['lm_head.out'], ['logits'], 'logits', to=TensorProto.FLOAT)
 
     def _io(self) -> tuple[list, list]:

@@ -1,14 +1,18 @@
-"""int4 and int8 MatMul weights for the streaming export, with today's numerics, one weight block at a time.
+"""int4 and int8 MatMul weights for the streaming export, one weight block at a time.
 
 The traced export quantizes the finished fp32 graph with onnxruntime's tools; the streaming export
-quantizes each weight as it is read and emits the same nodes:
+quantizes each weight as it is read. int8, and int4 by default, emit the same nodes and bytes:
 
-* ``int4``: ``MatMulNBitsQuantizer(block_size=32, is_symmetric=True, accuracy_level=4)`` replaces
+* ``int4`` at block 32 (the default ``Int4Recipe()``): ``MatMulNBitsQuantizer(block_size=32, is_symmetric=True,
+  accuracy_level=4)`` replaces
   ``MatMul(x, W[K, N])`` by ``com.microsoft.MatMulNBits(x, W_Q4 uint8 [N, K/32, 16], W_scales float [N, K/32])``
   (no zero points: symmetric, implicit 8). Each block of 32 comes from one output column, so
   columns are independent: here blocks of output rows of the Hugging Face ``[out, in]`` weight are
   packed by the very kernel the quantizer calls (``quantize_matmul_4bits`` from onnxruntime's
   pybind module) and appended in order, which reproduces its bytes exactly.
+* ``int4`` at block 64 or 128 (``Int4Recipe(block_size=64)``, ``FAST_INT4``): the same ``MatMulNBits`` node
+  with a fourth input, ``W_zero_points uint8 [N, ceil(K/block / 2)]``; values, scales and zero points from
+  int4_blocks.py (asymmetric, searched range). With ``output='int8'`` the output matrix takes the int8 nodes.
 * ``int8``: ``quantize_dynamic(weight_type=QInt8, per_channel=True, op_types=['MatMul'])`` turns the
   node into ``DynamicQuantizeLinear(x)``, ``MatMulInteger(x_q, W_q int8 [K, N], x_zp, W_zp int8 [N] = 0)``,
   ``Cast(float)`` and a ``Mul`` by ``x_scale * W_scale``. Per output column ``W_scale = float32(2 * max|w| / 254)``
@@ -19,7 +23,9 @@ quantizes each weight as it is read and emits the same nodes:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
+from ministral_ros.export.int4_blocks import quantize_rows
 from ministral_ros.export.weight_writer import ExternalDataWriter, MatMulWeights, small_constant
 import numpy as np
 from onnx import helper, TensorProto
@@ -46,17 +52,65 @@ def _int4_packed_blocks(weights: MatMulWeights, scales: list[np.ndarray]) -> Ite
         yield packed
 
 
-def int4_matmul(writer: ExternalDataWriter, weights: MatMulWeights, data: str, prefix: str) -> tuple[list, list]:
-    """``MatMulNBits`` for ``data @ weights`` named ``prefix``; returns (initializers, nodes), output ``prefix.out``."""
-    k_blocks = -(-weights.inputs // INT4_BLOCK)
+def _int4_searched_blocks(weights: MatMulWeights, block: int, scales: list[np.ndarray],
+                          zero_points: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """Packed ``[n, K/block, block/2]`` uint8 per block of output rows (int4_blocks.py: asymmetric, searched
+    range); their scales and packed zero points are appended to ``scales`` and ``zero_points``."""
+    for rows in weights.output_rows():
+        packed, block_scales, zeros = quantize_rows(rows, block)
+        scales.append(block_scales)
+        zero_points.append(zeros)
+        yield packed
+
+
+@dataclass(frozen=True)
+class Int4Recipe:
+    """How an int4 folder quantizes its MatMuls. ``block_size`` 32 (default) is symmetric round-to-nearest,
+    what onnxruntime's quantizer writes, byte for byte; 64 and 128 are asymmetric blocks with a searched
+    range (int4_blocks.py): per weight within 0.5-3.5% of block 32's squared error, while the kernel reads
+    17% (64) or 25% (128) fewer bytes per decode step, but further from the fp32 logits of a real model
+    (benchmarks/RESULTS.md), so they are an option, not the default. ``output``: the output matrix (lm_head,
+    131072 x 4096 in the 8B) ``int4`` like the rest (default) or ``int8`` (dynamic, per channel: its error
+    lands in the logits directly; llama.cpp keeps it at 6 bits for that reason)."""
+    block_size: int = INT4_BLOCK
+    output: str = 'int4'
+
+    def __post_init__(self) -> None:
+        if self.block_size not in INT4_BLOCK_SIZES:
+            raise ValueError(f'int4 block size must be one of {INT4_BLOCK_SIZES}, got {self.block_size}')
+        if self.output not in INT4_OUTPUTS:
+            raise ValueError(f'int4 output matrix must be one of {INT4_OUTPUTS}, got {self.output!r}')
+
+    def describe(self) -> dict[str, object]:
+        kind = 'symmetric' if self.block_size == INT4_BLOCK else 'asymmetric, searched range'
+        return {'int4_block_size': self.block_size, 'int4_blocks': kind, 'output_matrix': self.output}
+
+
+INT4_BLOCK_SIZES = (32, 64, 128)
+INT4_OUTPUTS = ('int8', 'int4')
+FAST_INT4 = Int4Recipe(block_size=64, output='int8')  # the speed option measured in benchmarks/RESULTS.md
+
+
+def int4_matmul(writer: ExternalDataWriter, weights: MatMulWeights, data: str, prefix: str,
+                block: int = INT4_BLOCK) -> tuple[list, list]:
+    """``MatMulNBits`` for ``data @ weights`` named ``prefix`` at ``block`` (32: symmetric; larger: with zero
+    points); returns (initializers, nodes), output ``prefix.out``."""
+    k_blocks = -(-weights.inputs // block)
     scales: list[np.ndarray] = []
-    packed = writer.add(f'{prefix}.weight_Q4', np.uint8, (weights.outputs, k_blocks, INT4_BLOCK // 2),
-                        _int4_packed_blocks(weights, scales))
+    zero_points: list[np.ndarray] = []
+    chunks = (_int4_packed_blocks(weights, scales) if block == INT4_BLOCK
+              else _int4_searched_blocks(weights, block, scales, zero_points))
+    packed = writer.add(f'{prefix}.weight_Q4', np.uint8, (weights.outputs, k_blocks, block // 2), chunks)
     scale = writer.add(f'{prefix}.weight_scales', np.float32, (weights.outputs, k_blocks), scales)
-    node = helper.make_node('MatMulNBits', [data, packed.name, scale.name], [f'{prefix}.out'], name=prefix,
-                            domain=MS_DOMAIN, K=weights.inputs, N=weights.outputs, bits=4, block_size=INT4_BLOCK,
+    initializers = [packed, scale]
+    if zero_points:
+        zero = writer.add(f'{prefix}.weight_zero_points', np.uint8, (weights.outputs, (k_blocks + 1) // 2),
+                          zero_points)
+        initializers.append(zero)
+    node = helper.make_node('MatMulNBits', [data, *(i.name for i in initializers)], [f'{prefix}.out'], name=prefix,
+                            domain=MS_DOMAIN, K=weights.inputs, N=weights.outputs, bits=4, block_size=block,
                             accuracy_level=INT4_ACCURACY_LEVEL)
-    return [packed, scale], [node]
+    return initializers, [node]
 
 
 def int8_column_scales(weights: MatMulWeights) -> np.ndarray:

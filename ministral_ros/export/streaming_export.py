@@ -39,6 +39,7 @@ from ministral_ros.export.exporter import (
     resolve_layer_windows,
 )
 from ministral_ros.export.graph_builder import GqaGraphBuilder
+from ministral_ros.export.quantized_matmul import INT4_BLOCK, Int4Recipe
 from ministral_ros.export.step_graph import group_name, window_groups
 from ministral_ros.export.weight_writer import ExternalDataWriter
 
@@ -72,36 +73,53 @@ def _write_side_files(checkpoint: Checkpoint, out: Path) -> list[str]:
     return files + [tokenizer] if tokenizer else files
 
 
-def _write_graph(checkpoint: Checkpoint, windows: list[int | None], precision: str,
-                 out: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _write_graph(checkpoint: Checkpoint, windows: list[int | None], precision: str, out: Path,
+                 int4: Int4Recipe) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """model.onnx_data (weights, streamed) and model.onnx (references only); returns the graph's I/O names."""
     with ExternalDataWriter(out / EXTERNAL_DATA_FILE) as writer:
-        model = GqaGraphBuilder(checkpoint, windows, precision, writer).build()
+        model = GqaGraphBuilder(checkpoint, windows, precision, writer, int4).build()
     (out / GRAPH_FILE).write_bytes(model.SerializeToString())
     return tuple(value.name for value in model.graph.input), tuple(value.name for value in model.graph.output)
 
 
 # Bytes per parameter of everything but the embedding table (kept float32 in int8/int4 folders):
-# int4 = 4 bits + a float32 scale per block of 32; int8 = 1 byte (+ per-channel scales).
-WEIGHT_BYTES = {'fp32': 4.0, 'fp16': 2.0, 'int8': 1.0, 'int4': 0.625}
+# int8 = 1 byte (+ per-channel scales); int4 = 4 bits + a float32 scale per block (+ a 4-bit zero point per
+# block above 32), the output matrix per its recipe.
+WEIGHT_BYTES = {'fp32': 4.0, 'fp16': 2.0, 'int8': 1.0}
 SECONDS_PER_BILLION = 35.0  # measured: Ministral 8B's shape, 174-277 s per precision on 2 busy cores
+SEARCH_SECONDS_PER_BILLION = 100.0  # int4 blocks above 32: the range search (one core; 8B shape: 1123 s in all, busy)
 
 
-def describe_streamed_needs(config: dict, precision: str) -> str:
+def int4_bytes_per_weight(block: int) -> float:
+    return (4 + 32 / block + (4 / block if block > INT4_BLOCK else 0)) / 8
+
+
+def describe_streamed_needs(config: dict, precision: str, int4: Int4Recipe | None = None) -> str:
     """The up-front RAM/disk/time estimate the streamed export logs (figures from benchmarks/RESULTS.md)."""
     params = count_parameters(config)
     table = int(config['vocab_size']) * int(config['hidden_size'])
     table_bytes = table * (2 if precision == 'fp16' else 4)
-    disk = table_bytes + (params - table) * WEIGHT_BYTES[precision]
     minutes = params / 1e9 * SECONDS_PER_BILLION / 60
+    if precision == 'int4':
+        int4 = int4 or Int4Recipe()
+        output = 0 if config.get('tie_word_embeddings') else table
+        per_weight = int4_bytes_per_weight(int4.block_size)
+        output_bytes = output * (1.0 if int4.output == 'int8' else per_weight)
+        disk = table_bytes + (params - table - output) * per_weight + output_bytes
+        if int4.block_size > INT4_BLOCK:
+            minutes += params / 1e9 * SEARCH_SECONDS_PER_BILLION / 60
+    else:
+        disk = table_bytes + (params - table) * WEIGHT_BYTES[precision]
     return (f'{params / 1e9:.2f}B parameters: expect peak RAM under 1 GiB (one weight block at a time), '
             f'disk ~{disk / 1024 ** 3:.1f} GiB, time ~{0.6 * minutes:.0f}-{minutes:.0f} min on 2 cores '
             '(reading the checkpoint from a fast disk)')
 
 
 def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp32', *,
-                     layer_pattern: str = 'auto', overwrite: bool = False) -> Manifest:
-    """Export ``src_dir`` (HF or Mistral layout) to ``out_dir`` with the ``gqa`` graph; see the module docstring."""
+                     layer_pattern: str = 'auto', overwrite: bool = False, int4: Int4Recipe | None = None) -> Manifest:
+    """Export ``src_dir`` (HF or Mistral layout) to ``out_dir`` with the ``gqa`` graph; see the module docstring.
+    ``int4``: how an int4 export quantizes (quantized_matmul.py; default ``Int4Recipe()``)."""
+    int4 = int4 or Int4Recipe()
     if precision not in STREAMED_PRECISIONS:
         raise ExportError(f'precision must be one of {", ".join(STREAMED_PRECISIONS)}, got {precision!r}')
     checkpoint = open_checkpoint(src_dir)
@@ -110,10 +128,11 @@ def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 
     checkpoint.config['max_position_embeddings'] = context_length(checkpoint.config, layer_pattern)
     logger.info('%s (%s layout); layer windows: %s', origin, checkpoint.layout,
                 ', '.join('full' if w is None else str(w) for w in windows))
-    logger.info('export %s at %s: %s', checkpoint.src, precision, describe_streamed_needs(checkpoint.config, precision))
+    logger.info('export %s at %s: %s', checkpoint.src, precision,
+                describe_streamed_needs(checkpoint.config, precision, int4))
     _prepare_output(out, overwrite)
     try:
-        graph_inputs, graph_outputs = _write_graph(checkpoint, windows, precision, out)
+        graph_inputs, graph_outputs = _write_graph(checkpoint, windows, precision, out, int4)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # no half-written folder that looks like a model
         raise
@@ -125,7 +144,7 @@ def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 
         bias_groups=tuple(groups), layer_groups=tuple(groups.index(group_name(w)) for w in windows), attention='gqa',
         files={}, versions=package_versions(STREAMED_PACKAGES),
         source={'path': str(checkpoint.src.resolve()), 'layout': checkpoint.layout, 'layer_windows_origin': origin,
-                'opset': DEFAULT_OPSET, 'exporter': 'streaming'})
+                'opset': DEFAULT_OPSET, 'exporter': 'streaming', **(int4.describe() if precision == 'int4' else {})})
     manifest = replace(manifest, files=describe_files(out, files))
     (out / MANIFEST_NAME).write_text(manifest.to_json() + '\n', encoding='utf-8')
     logger.info('model folder ready: %s (%s)', out, ', '.join(files + [MANIFEST_NAME]))
