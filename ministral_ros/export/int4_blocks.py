@@ -59,7 +59,7 @@ def searched_grid(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     among the ``SEARCH_SHRINK`` pairs (see the module docstring)."""
     low = np.minimum(x.min(axis=-1), 0)
     high = np.maximum(x.max(axis=-1), 0)
-    best_scale, best_zero = _grid(low, high)
+    best_scale = best_zero = np.zeros(low.shape, dtype=np.float32)  # every block takes the first pair, (1, 1)
     best_error = np.full(low.shape, np.inf, dtype=np.float32)
     for shrink_low in SEARCH_SHRINK:
         for shrink_high in SEARCH_SHRINK:
