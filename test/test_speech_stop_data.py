@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from pathlib import Path
 import sys
 
@@ -165,3 +166,25 @@ def test_the_training_command_writes_a_loadable_classifier(tmp_path):
     assert 0 <= summary['held_aside_stop_recall'] <= 1 and summary['phrases_sha256']
     assert main(['--out', str(tmp_path / 'bad'), '--phrases', str(tmp_path / 'absent.yaml')]) == 2  # said, not raised
     assert not (tmp_path / 'bad').exists()
+
+
+def test_kept_features_train_again_and_other_phrases_are_refused(tmp_path, caplog):
+    from ministral_ros.speech.train_stop_classifier import main
+
+    caplog.set_level(logging.INFO)
+    phrases, features = tmp_path / 'phrases.yaml', tmp_path / 'features.npz'
+    phrases.write_text('stops: [please halt]\ncommands: [go to the kitchen, turn left]\n'
+                       'voices: [en]\nwords_per_minute: [140, 180]\n')
+    common = ['--phrases', str(phrases), '--renders', '1', '--features', str(features)]
+    assert main(['--out', str(tmp_path / 'a'), '--epochs', '2', *common]) == 0 and features.is_file()
+    caplog.clear()
+    assert main(['--out', str(tmp_path / 'b'), '--epochs', '3', *common]) == 0
+    assert 'read 17 embedded renderings' in caplog.text and 'rendered and embedded' not in caplog.text
+    first, again = (json.loads((tmp_path / n / 'training.json').read_text()) for n in 'ab')
+    assert first['utterances'] == again['utterances'] == len(STANDARD_STOP_PHRASES) + 1 + 2
+    phrases.write_text(phrases.read_text().replace('turn left', 'turn right'))
+    caplog.clear()
+    assert main(['--out', str(tmp_path / 'c'), '--epochs', '2', *common]) == 2
+    assert 'holds the features of other phrases' in caplog.text and not (tmp_path / 'c').exists()
+    features.write_bytes(b'not a numpy file')
+    assert main(['--out', str(tmp_path / 'd'), '--epochs', '2', *common]) == 2

@@ -110,6 +110,16 @@ def _command_list(path: Path) -> list:
     return data['commands']
 
 
+def _phrases(items: list, path: Path, key: str) -> list[str]:
+    """The phrases of a YAML list; a bare ``yes``, ``no``, ``on`` or number is YAML for another type and would
+    be spoken as "true" or "1.0", so anything but a string is refused with the item to quote."""
+    strange = [item for item in items if not isinstance(item, str)]
+    if strange:
+        raise StopDataError(f'{path}: `{key}` holds {strange!r}, which YAML does not read as text: quote it '
+                            "('yes')")
+    return [item.strip() for item in items]
+
+
 def eval_phrase_sets(path: str | Path | None = None) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """``{set name: (stops, commands)}`` of the benchmark's phrase file."""
     path = Path(path or EVAL_PHRASES)
@@ -129,14 +139,15 @@ def load_training_phrases(path: str | Path | None = None, eval_path: str | Path 
     sets = eval_phrase_sets(eval_path)
     exclude = frozenset(p for name in MEASURED_SETS for group in sets.get(name, ((), ())) for p in group)
     try:
-        lists = {key: [str(item).strip() for item in data[key]] for key in ('stops', 'commands', 'voices')}
+        lists = {key: _phrases(data[key], path, key) for key in ('stops', 'commands', 'voices')}
         low, high = (int(v) for v in data['words_per_minute'])
         generate, generate_seed = int(data.get('generate_stops', 0)), int(data.get('generate_seed', 0))
         for name in data.get('include', []):
             lists['stops'] += sets[name][0]
             lists['commands'] += sets[name][1]
         for name in data.get('command_files', []):
-            lists['commands'] += [str(item).strip() for item in _command_list(path.parent / str(name))]
+            lists['commands'] += _phrases(_command_list(path.parent / str(name)), path.parent / str(name),
+                                          'commands')
     except (KeyError, TypeError, ValueError) as error:
         raise StopDataError(f'{path}: stops, commands and voices must be lists, words_per_minute [low, high], '
                             f'include names of sets in the benchmark file ({type(error).__name__}: {error})') from None

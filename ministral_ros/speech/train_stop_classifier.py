@@ -3,8 +3,11 @@
 Renders the training phrases (stop_training_data.py), embeds every rendering (speech_embedding.py),
 keeps a fifth of the renderings aside (chosen by seed) to set the threshold at ``--stop-recall`` of
 their stops, trains (stop_classifier_training.py) and writes ``DIR/stop_classifier.npz`` and
-``DIR/training.json`` (what it was trained on, and the threshold's validation figures). A few minutes
-on two CPU cores; deterministic for a seed up to sox's dither in the renderings.
+``DIR/training.json`` (what it was trained on, and the threshold's validation figures). Rendering and
+embedding take most of the time (about 40 minutes for 18k renderings on two CPU cores); ``--features
+FILE.npz`` keeps them, so that training again with other settings on the same phrases, renders and seed
+takes minutes (a file made from other phrases, renders or seed is refused, never silently reused).
+Deterministic for a seed up to sox's dither in the renderings.
 """
 from __future__ import annotations
 
@@ -18,15 +21,15 @@ import time
 from ministral_ros.speech.speech_embedding import SpeechEmbedding, SpeechEmbeddingError
 from ministral_ros.speech.stop_classifier_training import StopTrainConfig, train_stop_classifier
 from ministral_ros.speech.stop_training_data import (DEFAULT_PHRASES, load_training_phrases, spoken_examples,
-                                                     StopDataError)
+                                                     StopDataError, TrainingPhrases)
 import numpy as np
 
 LOG = logging.getLogger(__name__)
 DEFAULT_SNRS = (None, 20.0, 15.0, 10.0, 5.0)
 
 
-def build(phrases_path: Path, out: Path, renders: int, seed: int, config: StopTrainConfig) -> dict:
-    phrases = load_training_phrases(phrases_path)
+def embedded_examples(phrases: TrainingPhrases, renders: int, seed: int) -> tuple[list[np.ndarray], list[bool]]:
+    """Every rendering's ``(T, 96)`` embedding vectors and whether it is a stop, with progress in the log."""
     features = SpeechEmbedding()
     sequences, labels, started = [], [], time.monotonic()
     total = renders * (len(phrases.stops) + len(phrases.commands))
@@ -37,6 +40,45 @@ def build(phrases_path: Path, out: Path, renders: int, seed: int, config: StopTr
             if (index + 1) % 500 == 0:
                 LOG.info('rendered and embedded %d of %d utterances (%.0f s)', index + 1, total,
                          time.monotonic() - started)
+    return sequences, labels
+
+
+def _features_key(phrases: TrainingPhrases, renders: int, seed: int) -> str:
+    snrs = ['clean' if s is None else s for s in DEFAULT_SNRS]
+    return json.dumps({'phrases_sha256': phrases.digest(), 'renders': renders, 'seed': seed, 'snrs_db': snrs})
+
+
+def cached_examples(phrases: TrainingPhrases, renders: int, seed: int,
+                    path: Path | None) -> tuple[list[np.ndarray], list[bool]]:
+    """``embedded_examples``, read from ``path`` when it holds them for these phrases, renders and seed
+    (written there otherwise); ``path`` None renders every time."""
+    key = _features_key(phrases, renders, seed)
+    if path is not None and path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                stored_key, flat = str(data['key']), data['vectors']
+                lengths, labels = data['lengths'], data['labels']
+        except (OSError, ValueError, KeyError) as error:
+            raise StopDataError(f'cannot read the features file {path}: {error}; delete it to render again') from None
+        if stored_key != key:
+            raise StopDataError(f'{path} holds the features of other phrases, renders or seed ({stored_key}); '
+                                f'these need {key}: delete the file or name another one')
+        LOG.info('read %d embedded renderings from %s', len(lengths), path)
+        return np.split(flat, np.cumsum(lengths)[:-1]), [bool(x) for x in labels]
+    sequences, labels = embedded_examples(phrases, renders, seed)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, key=np.array(key), vectors=np.concatenate(sequences).astype(np.float32),
+                 lengths=np.array([len(s) for s in sequences]), labels=np.array(labels))
+        LOG.info('kept the embedded renderings in %s', path)
+    return sequences, labels
+
+
+def build(phrases_path: Path, out: Path, renders: int, seed: int, config: StopTrainConfig,
+          features_path: Path | None = None) -> dict:
+    phrases = load_training_phrases(phrases_path)
+    started = time.monotonic()
+    sequences, labels = cached_examples(phrases, renders, seed, features_path)
     labels_array = np.array(labels)
     held = np.random.default_rng(seed).random(len(labels)) < 0.2
     train = [s for s, h in zip(sequences, held) if not h]
@@ -75,13 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--epochs', type=int, default=60)
     parser.add_argument('--stop-recall', type=float, default=0.98)
+    parser.add_argument('--features', type=Path, default=None,
+                        help='.npz that keeps the embedded renderings for training again (made when missing)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
     if args.renders < 1:
         parser.error('--renders must be >= 1')
     config = StopTrainConfig(epochs=args.epochs, stop_recall=args.stop_recall, seed=args.seed)
     try:
-        summary = build(args.phrases, args.out, args.renders, args.seed, config)
+        summary = build(args.phrases, args.out, args.renders, args.seed, config, args.features)
     except (StopDataError, SpeechEmbeddingError) as error:
         LOG.error('%s', error)
         return 2
