@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from ministral_ros.speech.stop_classifier import FEATURES, StopClassifier, StopClassifierError
 from ministral_ros.speech.stop_classifier_training import (
+    merged,
     padded_batch,
     StopNet,
     StopTrainConfig,
@@ -62,6 +63,41 @@ def test_training_separates_a_synthetic_task_and_is_deterministic():
         train_stop_classifier(sequences, np.zeros(len(sequences), bool), config)
     with pytest.raises(ValueError, match='stop_recall'):
         StopTrainConfig(stop_recall=1.0)
+
+
+def logit(p: float) -> float:
+    return float(np.log(p) - np.log1p(-p))
+
+
+def test_a_merged_classifier_scores_the_mean_of_its_members_logits():
+    rng = np.random.default_rng(4)
+    mean, std = rng.standard_normal(FEATURES).astype(np.float32), rng.uniform(0.5, 2, FEATURES).astype(np.float32)
+    members = []
+    for seed, hidden in ((0, 4), (1, 4), (2, 6)):
+        torch.manual_seed(seed)
+        members.append(to_classifier(StopNet(hidden=hidden), mean, std, 0.5))
+    model = merged(members, 0.3)
+    assert model.hidden == 14 and model.threshold == 0.3
+    for length in (1, 3, 25):
+        sequence = rng.standard_normal((length, FEATURES)).astype(np.float32) * 3
+        expected = np.mean([logit(m.score(sequence)) for m in members])
+        assert logit(model.score(sequence)) == pytest.approx(expected, abs=1e-4)
+    other = to_classifier(StopNet(hidden=4), mean + 1, std, 0.5)
+    with pytest.raises(ValueError, match='share the input normalisation'):
+        merged([members[0], other], 0.5)
+
+
+def test_members_train_from_their_own_seeds_and_average():
+    sequences, labels = synthetic(200, 1)
+    one = StopTrainConfig(hidden=4, epochs=5, batch=64, stop_recall=0.95)
+    single = train_stop_classifier(sequences, labels, one)
+    pair = train_stop_classifier(sequences, labels, StopTrainConfig(hidden=4, epochs=5, batch=64, stop_recall=0.95,
+                                                                    members=2))
+    assert pair.hidden == 8
+    np.testing.assert_array_equal(pair.conv_weight[:4], single.conv_weight)  # member 0 is the single net
+    assert not np.array_equal(pair.conv_weight[4:], single.conv_weight)
+    with pytest.raises(ValueError, match='members'):
+        StopTrainConfig(members=0)
 
 
 def test_weights_files_round_trip_and_bad_ones_are_refused(tmp_path):

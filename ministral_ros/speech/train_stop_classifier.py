@@ -117,13 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--epochs', type=int, default=60)
     parser.add_argument('--stop-recall', type=float, default=0.98)
+    parser.add_argument('--members', type=int, default=1,
+                        help='nets trained from seeds seed..seed+N-1 whose logits are averaged into one classifier')
     parser.add_argument('--features', type=Path, default=None,
                         help='.npz that keeps the embedded renderings for training again (made when missing)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
     if args.renders < 1:
         parser.error('--renders must be >= 1')
-    config = StopTrainConfig(epochs=args.epochs, stop_recall=args.stop_recall, seed=args.seed)
+    if args.members < 1:
+        parser.error('--members must be >= 1')
+    config = StopTrainConfig(epochs=args.epochs, stop_recall=args.stop_recall, seed=args.seed,
+                             members=args.members)
     try:
         summary = build(args.phrases, args.out, args.renders, args.seed, config, args.features)
     except (StopDataError, SpeechEmbeddingError) as error:
