@@ -156,9 +156,12 @@ class _FixedScorer:
         return self.value
 
 
-@pytest.mark.parametrize('score, early, text', [(0.001, '', 'go back two meters'), (0.03, 'cancel', 'cancel'),
+@pytest.mark.parametrize('score, early, text', [(0.001, '', 'go back two meters'), (0.03, '', 'cancel'),
+                                                (0.95, '', 'cancel'), (0.995, 'cancel', 'cancel'),
                                                 (None, 'cancel', 'cancel')])
-def test_an_early_stop_needs_a_score_that_does_not_overrule_it(score, early, text):
+def test_an_early_stop_needs_a_confident_score(score, early, text):
+    """Below early_min (0.99) the spotter's early stop waits for the end of the utterance, where the whole
+    utterance decides (0.95 and 0.03: a stop, 0.001: vetoed); an unknown score never holds a stop back."""
     recognizer = StopFirstRecognizer(ScriptedInner('go back two meters'), _EarlySpotter(), _FixedScorer(score))
     recognizer.start()
     recognizer.accept(np.zeros(512, np.float32))
@@ -167,6 +170,22 @@ def test_an_early_stop_needs_a_score_that_does_not_overrule_it(score, early, tex
     assert recognizer.finished_with_stop == (text == 'cancel')
     if early:
         assert recognizer.last_stop.early and recognizer.last_stop.score == score
+
+
+def test_early_min_score_sets_the_early_bar():
+    rule = LearnedRule(threshold=0.9, veto_below=0.01, veto_doubt_below=0.5, early_min=0.02)
+    assert rule.publishes_early(StopReason.STOP_REQUEST, 0.03)
+    assert not rule.publishes_early(StopReason.STOP_REQUEST, 0.015)
+    assert not rule.publishes_early(StopReason.INCOMPLETE, 0.03)          # vetoed weak evidence stays vetoed
+    at_threshold = LearnedRule(threshold=0.9, early_min=0.0)
+    assert at_threshold.publishes_early(StopReason.STOP_REQUEST, 0.9)
+    assert not at_threshold.publishes_early(StopReason.STOP_REQUEST, 0.89)
+    assert RULE.early_min == 0.99 and not RULE.publishes_early(StopReason.STOP_REQUEST, 0.95)
+    with pytest.raises(ValueError, match='early_min_score'):
+        LearnedRule(threshold=0.9, early_min=1.5)
+    with pytest.raises(SpeechConfigError, match='early_min_score'):
+        load_config(overrides={'stop.early_min_score': -0.1})
+    assert load_config(overrides={'stop.early_min_score': 0.5}).stop_early_min_score == 0.5
 
 
 def test_a_scorer_needs_the_learned_rule():
@@ -183,7 +202,7 @@ def test_the_default_configuration_uses_the_shipped_detector():
     recognizer = create_recognizer(config)
     assert isinstance(recognizer.scorer, LearnedStopScorer)
     rule = recognizer.spotter.config.learned
-    assert rule == LearnedRule(recognizer.scorer.threshold, 0.01, 0.1)
+    assert rule == LearnedRule(recognizer.scorer.threshold, 0.01, 0.03, 0.99)
     tuned = create_recognizer(load_config(overrides={'stop.detector_threshold': 0.6, 'stop.veto_below': 0.0,
                                                      'stop.veto_doubt_below': 0.2}))
     assert tuned.spotter.config.learned == LearnedRule(0.6, 0.0, 0.2)

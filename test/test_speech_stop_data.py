@@ -168,6 +168,17 @@ def test_the_training_command_writes_a_loadable_classifier(tmp_path):
     assert not (tmp_path / 'bad').exists()
 
 
+def test_the_everyday_negatives_hold_no_stop():
+    path = Path(__file__).resolve().parents[1] / 'config' / 'stop_training_everyday.yaml'
+    commands = yaml.safe_load(path.read_text(encoding='utf-8'))['commands']
+    detector = StopDetector(STANDARD_STOP_PHRASES)
+    stop_words = {'stop', 'halt', 'cancel', 'abort', 'freeze', 'emergency', 'e-stop', 'estop'}
+    assert len(commands) == len(set(commands)) >= 400
+    for text in commands:
+        assert not detector.is_stop(text) and not stop_words & set(text.split()) and 'hold on' not in text, text
+    assert set(commands) <= set(load_training_phrases().commands)
+
+
 def test_kept_features_train_again_and_other_phrases_are_refused(tmp_path, caplog):
     from ministral_ros.speech.train_stop_classifier import main
 

@@ -48,7 +48,7 @@ def create_recognizer(config: SpeechConfig) -> Recognizer:
     if scorer is not None:
         try:
             learned = LearnedRule(config.stop_detector_threshold or scorer.threshold, config.stop_veto_below,
-                                  config.stop_veto_doubt_below)
+                                  config.stop_veto_doubt_below, config.stop_early_min_score)
         except ValueError as error:
             raise SpeechConfigError(str(error)) from None
         spotter_config = replace(spotter_config, learned=learned)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ministral_ros.share_paths import shared_path
-from ministral_ros.speech.stop_decision import DOUBT_MARGIN, STOP_MARGIN, VETO_BELOW, VETO_DOUBT_BELOW
+from ministral_ros.speech.stop_decision import (DOUBT_MARGIN, EARLY_MIN_SCORE, STOP_MARGIN, VETO_BELOW,
+                                                VETO_DOUBT_BELOW)
 from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES
 from ministral_ros.speech.stop_spotter import SpotterConfig
 from ministral_ros.speech.vad import SegmenterConfig
@@ -57,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
     'stop': {'spotter': True, 'phrases': [], 'check_interval_ms': 160, 'early_confirmations': 3,
              'doubt_is_stop': True, 'stop_margin': STOP_MARGIN, 'doubt_margin': DOUBT_MARGIN,
              'detector': 'default', 'detector_threshold': 0.0, 'veto_below': VETO_BELOW,
-             'veto_doubt_below': VETO_DOUBT_BELOW},
+             'veto_doubt_below': VETO_DOUBT_BELOW, 'early_min_score': EARLY_MIN_SCORE},
 }
 
 
@@ -119,6 +120,7 @@ class SpeechConfig:
     stop_detector_threshold: float = 0.0  # 0 = the threshold stored with the weights
     stop_veto_below: float = VETO_BELOW   # a learned score below this overrules a heard stop request
     stop_veto_doubt_below: float = VETO_DOUBT_BELOW  # ... below this a stop word, the margin and doubt
+    stop_early_min_score: float = EARLY_MIN_SCORE  # least learned score of the audio so far for an early stop
 
     def __post_init__(self) -> None:
         if self.sample_rate < 0 or (self.sample_rate and self.sample_rate < 8000):
@@ -144,6 +146,9 @@ class SpeechConfig:
             if self.stop_detector_threshold and value > self.stop_detector_threshold:
                 raise SpeechConfigError(f'stop.{name} ({value}) must not exceed stop.detector_threshold '
                                         f'({self.stop_detector_threshold})')
+        if not 0.0 <= self.stop_early_min_score <= 1.0:
+            raise SpeechConfigError('stop.early_min_score must be 0 (the detector threshold) or in (0, 1], got '
+                                    f'{self.stop_early_min_score}')
         if not self.stop_phrases or any(not phrase.strip() for phrase in self.stop_phrases):
             raise SpeechConfigError(f'stop.phrases {list(self.stop_phrases)} must be non-empty phrases '
                                     "(leave it [] for the main node's defaults)")
@@ -273,7 +278,8 @@ def build_config(tree: Mapping[str, Any], base_dir: Path, overrides: Mapping[str
             stop_detector=_typed(tree, 'stop.detector', str).strip(),
             stop_detector_threshold=_typed(tree, 'stop.detector_threshold', float),
             stop_veto_below=_typed(tree, 'stop.veto_below', float),
-            stop_veto_doubt_below=_typed(tree, 'stop.veto_doubt_below', float))
+            stop_veto_doubt_below=_typed(tree, 'stop.veto_doubt_below', float),
+            stop_early_min_score=_typed(tree, 'stop.early_min_score', float))
     except SpeechConfigError:
         raise
     except (TypeError, ValueError) as error:

@@ -12,7 +12,9 @@ heard while the user is still speaking.
 With a ``LearnedStopScorer`` the same audio is also scored by the learned stop detector; its score
 joins the evidence of every decision (stop_decision.py: a high score is a stop, a score near zero
 overrules the recognisers' stop evidence). An early stop of the spotter is published only when the
-score of the audio heard so far does not overrule it; otherwise the utterance is decided at its end.
+audio heard so far scores at least ``LearnedRule.early_min`` (the detector's threshold by default: the
+beginning of "start the washing machine" sounds like "stop" to the spotter, and the detector is what
+tells them apart); otherwise the utterance is decided at its end.
 """
 from __future__ import annotations
 
@@ -68,7 +70,7 @@ class StopFirstRecognizer:
         decision = self.spotter.accept(samples)
         if decision is not None and decision.stop and self._early is None:
             score = self._score()
-            if score is None or not self.spotter.config.learned.vetoes(decision.reason, score):
+            if score is None or self.spotter.config.learned.publishes_early(decision.reason, score):
                 self._early = decision
                 self.last_stop = StopRecord(decision.phrase, decision.reason, True, 0.0, score)
         self.inner.accept(samples)
