@@ -1,6 +1,9 @@
 """KV cache for the GroupQueryAttention graph: one head-major buffer per layer and kind, written in place.
 
-Layout. Layer i's K and V are each ONE preallocated buffer ``[1, kv_heads, capacity, head_dim]``
+Layout. Layer i's K and V are each ONE preallocated buffer ``[1, kv_heads, capacity, head_dim]`` of the
+manifest's ``kv_dtype`` (float32, float16, or int8 for a folder exported with ``--kv-cache int8``, whose
+graph quantizes and dequantizes with its own static scales: export/kv_int8.py; everything below works on
+bytes, so shifts, snapshots and restores are the same for every dtype)
 (host ``numpy.zeros`` on CPU, an onnxruntime allocation on a GPU provider), bound once as both the
 graph's ``past`` input and its ``present`` output: onnxruntime's GroupQueryAttention sees the shared
 buffer and writes only the S new entries, at rows ``[L, L+S)`` where ``L`` is the number of entries

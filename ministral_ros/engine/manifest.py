@@ -18,6 +18,7 @@ from pathlib import Path
 MANIFEST_NAME = 'manifest.json'
 FORMAT_VERSION = 1
 PRECISIONS = ('fp32', 'fp16', 'int8', 'int4')
+KV_DTYPES = ('float32', 'float16', 'int8')  # int8: gqa graphs only, static per-channel scales (export/kv_int8.py)
 
 
 class ModelFolderError(Exception):
@@ -68,8 +69,12 @@ class Manifest:
                              'exporter; update ministral_ros or re-export the model')
         if self.precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {PRECISIONS}, got {self.precision!r}')
-        if self.kv_dtype not in ('float32', 'float16'):
-            raise ValueError(f"kv_dtype must be 'float32' or 'float16', got {self.kv_dtype!r}")
+        if self.kv_dtype not in KV_DTYPES:
+            raise ValueError(f'kv_dtype must be one of {KV_DTYPES}, got {self.kv_dtype!r}: a folder from a newer '
+                             'exporter; update ministral_ros or re-export the model')
+        if self.kv_dtype == 'int8' and self.attention != 'gqa':
+            raise ValueError("an int8 KV cache needs attention 'gqa' (onnxruntime's quantized GroupQueryAttention), "
+                             f'got {self.attention!r}; re-export the model')
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -11,7 +11,9 @@ attention='gqa')`` (exporter.py): ``model.onnx`` + ``model.onnx_data``, ``config
 3. ``GqaGraphBuilder`` (graph_builder.py) emits the step graph layer by layer with ``onnx.helper``;
    each weight is read (memory-mapped, one tensor or block at a time), converted and appended to
    ``model.onnx_data`` (weight_writer.py) as its node is emitted;
-4. the small graph proto (references only) is serialized, and the manifest written with checksums.
+4. the small graph proto (references only) is serialized, and the manifest written with checksums;
+5. only with ``kv_cache='int8'``: the float folder is run over calibration text and switched to
+   onnxruntime's int8 KV cache (kv_int8.py: static per-channel scales; model.onnx_data untouched).
 
 Peak memory is one weight block plus the mapping of the tensor being read, plus the RoPE tables
 (``max_position_embeddings x head_dim`` numbers): it does not depend on the number of layers.
@@ -39,6 +41,7 @@ from ministral_ros.export.exporter import (
     resolve_layer_windows,
 )
 from ministral_ros.export.graph_builder import GqaGraphBuilder
+from ministral_ros.export.kv_int8 import check_kv_cache_option, KvCalibration, quantize_kv_cache
 from ministral_ros.export.quantized_matmul import INT4_BLOCK, Int4Recipe
 from ministral_ros.export.step_graph import group_name, window_groups
 from ministral_ros.export.weight_writer import ExternalDataWriter
@@ -116,12 +119,19 @@ def describe_streamed_needs(config: dict, precision: str, int4: Int4Recipe | Non
 
 
 def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp32', *,
-                     layer_pattern: str = 'auto', overwrite: bool = False, int4: Int4Recipe | None = None) -> Manifest:
+                     layer_pattern: str = 'auto', overwrite: bool = False, int4: Int4Recipe | None = None,
+                     kv_cache: str = 'float', calibration: KvCalibration | None = None) -> Manifest:
     """Export ``src_dir`` (HF or Mistral layout) to ``out_dir`` with the ``gqa`` graph; see the module docstring.
-    ``int4``: how an int4 export quantizes (quantized_matmul.py; default ``Int4Recipe()``)."""
+    ``int4``: how an int4 export quantizes (quantized_matmul.py; default ``Int4Recipe()``). ``kv_cache``:
+    ``float`` (float32, or float16 at fp16) or ``int8`` (kv_int8.py), calibrated on ``calibration`` (required
+    then; ``commands.export.node_prompt_calibration()`` gives the node's real prompt with sample commands)."""
     int4 = int4 or Int4Recipe()
     if precision not in STREAMED_PRECISIONS:
         raise ExportError(f'precision must be one of {", ".join(STREAMED_PRECISIONS)}, got {precision!r}')
+    check_kv_cache_option(kv_cache, precision)
+    if (calibration is not None) != (kv_cache == 'int8'):
+        raise ExportError('a KV calibration applies to kv_cache int8 only (--kv-cache int8), and kv_cache int8 needs '
+                          "one: commands.export.node_prompt_calibration() renders the node's real prompt")
     checkpoint = open_checkpoint(src_dir)
     out = Path(out_dir)
     windows, origin = resolve_layer_windows(checkpoint.config, layer_pattern)
@@ -147,5 +157,11 @@ def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 
                 'opset': DEFAULT_OPSET, 'exporter': 'streaming', **(int4.describe() if precision == 'int4' else {})})
     manifest = replace(manifest, files=describe_files(out, files))
     (out / MANIFEST_NAME).write_text(manifest.to_json() + '\n', encoding='utf-8')
+    if kv_cache == 'int8':
+        try:
+            manifest = quantize_kv_cache(out, calibration)
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)  # a float folder left behind would look like the int8 one
+            raise
     logger.info('model folder ready: %s (%s)', out, ', '.join(files + [MANIFEST_NAME]))
     return manifest
