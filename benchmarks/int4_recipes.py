@@ -29,7 +29,8 @@ def recipes():
             'block 128, output int8': Int4Recipe(block_size=128, output='int8')}
 
 
-def export_all(work: Path) -> dict[str, Path]:
+def demo_fp32(work: Path) -> tuple[Path, Path]:
+    """The fine-tuned demo checkpoint under ``work`` and its fp32 export (each made once, then reused)."""
     from ministral_ros.demo_model.assemble import DELTA_FILE, RECIPE_DIR, Recipe
     from ministral_ros.demo_model.delta import load_delta
     from ministral_ros.demo_model.smollm_base import find_base_gguf, read_base, write_base_checkpoint
@@ -41,9 +42,26 @@ def export_all(work: Path) -> dict[str, Path]:
         LOG.info('writing the fine-tuned demo checkpoint to %s', checkpoint)
         write_base_checkpoint(read_base(find_base_gguf()), checkpoint, recipe.layer_types, recipe.window,
                               delta=load_delta(RECIPE_DIR / DELTA_FILE))
-    folders = {'fp32': work / 'fp32'}
-    if not (folders['fp32'] / 'manifest.json').is_file():
-        export_streaming(checkpoint, folders['fp32'], 'fp32', overwrite=True)
+    fp32 = work / 'fp32'
+    if not (fp32 / 'manifest.json').is_file():
+        export_streaming(checkpoint, fp32, 'fp32', overwrite=True)
+    return checkpoint, fp32
+
+
+def print_table(figures: dict[str, dict[str, float]], what: str, reference: str, digits: int = 4) -> None:
+    """``compare``'s figures as a markdown table, one row per export."""
+    print(f'| {what} | positions | mean KL vs {reference} | p90 KL | top-1 agreement |')
+    print('|---|---|---|---|---|')
+    for name, row in figures.items():
+        print(f"| {name} | {row['positions']} | {row['mean_kl']:.{digits}f} | {row['p90_kl']:.{digits}f} | "
+              f"{100 * row['top1_agreement']:.2f}% |")
+
+
+def export_all(work: Path) -> dict[str, Path]:
+    from ministral_ros.export.streaming_export import export_streaming
+
+    checkpoint, fp32 = demo_fp32(work)
+    folders = {'fp32': fp32}
     for index, (name, int4) in enumerate(recipes().items()):
         folders[name] = work / f'int4-{index}'
         if not (folders[name] / 'manifest.json').is_file():
@@ -101,12 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='[%(name)s] %(message)s')
     args.work.mkdir(parents=True, exist_ok=True)
-    figures = compare(export_all(args.work), args.commands, args.steps, args.threads)
-    print('| int4 recipe | positions | mean KL vs fp32 | p90 KL | top-1 agreement |')
-    print('|---|---|---|---|---|')
-    for name, row in figures.items():
-        print(f"| {name} | {row['positions']} | {row['mean_kl']:.4f} | {row['p90_kl']:.4f} | "
-              f"{100 * row['top1_agreement']:.2f}% |")
+    print_table(compare(export_all(args.work), args.commands, args.steps, args.threads), 'int4 recipe', 'fp32')
     return 0
 
 

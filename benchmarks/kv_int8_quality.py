@@ -15,27 +15,17 @@ import logging
 from pathlib import Path
 import sys
 
-from int4_recipes import compare
+from int4_recipes import compare, demo_fp32, print_table
 
 LOG = logging.getLogger('kv_int8_quality')
 
 
 def export_both(work: Path, margins: list[float]) -> dict[str, Path]:
     from ministral_ros.commands.export import node_prompt_calibration
-    from ministral_ros.demo_model.assemble import DELTA_FILE, RECIPE_DIR, Recipe
-    from ministral_ros.demo_model.delta import load_delta
-    from ministral_ros.demo_model.smollm_base import find_base_gguf, read_base, write_base_checkpoint
     from ministral_ros.export.streaming_export import export_streaming
 
-    recipe = Recipe.read(RECIPE_DIR)
-    checkpoint = work / 'checkpoint'
-    if not (checkpoint / 'config.json').is_file():
-        LOG.info('writing the fine-tuned demo checkpoint to %s', checkpoint)
-        write_base_checkpoint(read_base(find_base_gguf()), checkpoint, recipe.layer_types, recipe.window,
-                              delta=load_delta(RECIPE_DIR / DELTA_FILE))
-    folders = {'fp32': work / 'fp32'}
-    if not (folders['fp32'] / 'manifest.json').is_file():
-        export_streaming(checkpoint, folders['fp32'], 'fp32', overwrite=True)
+    checkpoint, fp32 = demo_fp32(work)
+    folders = {'fp32': fp32}
     for margin in margins:
         name = folders[f'int8 KV, margin {margin}'] = work / f'fp32-kv8-m{margin}'
         if not (name / 'manifest.json').is_file():
@@ -55,12 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format='[%(name)s] %(message)s')
     args.work.mkdir(parents=True, exist_ok=True)
     folders = export_both(args.work, [float(m) for m in args.margins.split(',')])
-    figures = compare(folders, args.commands, args.steps, args.threads)
-    print('| KV cache | positions | mean KL vs float KV | p90 KL | top-1 agreement |')
-    print('|---|---|---|---|---|')
-    for name, row in figures.items():
-        print(f"| {name} | {row['positions']} | {row['mean_kl']:.5f} | {row['p90_kl']:.5f} | "
-              f"{100 * row['top1_agreement']:.2f}% |")
+    print_table(compare(folders, args.commands, args.steps, args.threads), 'KV cache', 'float KV', digits=5)
     return 0
 
 
