@@ -142,6 +142,34 @@ def test_calibration_runs_a_shared_prefix_once_with_the_same_bounds(folders):
         np.testing.assert_allclose(bounds, np.maximum(apart[0][layer], apart[1][layer]), rtol=1e-5)
 
 
+def test_calibration_bounds_equal_transformers_keys_and_values(folders):
+    """The bounds folded in step by step (only the rows each step wrote, through sliding-buffer shifts) equal
+    the pair-norm / absmax of the K (after RoPE) and V that transformers computes over the whole sequence."""
+    import torch
+    import transformers.models.ministral.modeling_ministral as modeling
+    paths, model = folders
+    ids = random_ids(3 * WINDOW, INTERLEAVED.vocab, 21)
+    seen: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    original = modeling.eager_attention_forward
+
+    def recording(module, query, key, value, *args, **kwargs):
+        seen[module.layer_idx] = (key[0].float().numpy(), value[0].float().numpy())
+        return original(module, query, key, value, *args, **kwargs)
+
+    modeling.eager_attention_forward = recording
+    try:
+        with torch.no_grad():
+            model(torch.tensor([ids]))
+    finally:
+        modeling.eager_attention_forward = original
+    bounds = measure_bounds(paths['float'], [ids], threads=1)
+    half = INTERLEAVED.head_dim // 2
+    for layer, (key, value) in seen.items():
+        norm = np.sqrt(key[..., :half] ** 2 + key[..., half:] ** 2).max(axis=1)
+        expected = np.stack([np.concatenate([norm, norm], axis=-1).reshape(-1), np.abs(value).max(axis=1).reshape(-1)])
+        np.testing.assert_allclose(bounds[layer], expected, rtol=1e-4, atol=1e-5)
+
+
 def test_manifest_records_the_calibration_and_round_trips(folders):
     paths, _model = folders
     manifest = verify_model_dir(paths['int8'])

@@ -131,11 +131,13 @@ def _shared_prefix(sequences: Sequence[Sequence[int]]) -> int:
     return length
 
 
-def _widen(bounds: list[np.ndarray], cache, half: int) -> None:
-    """Fold the live rows of every layer's K/V buffers into ``bounds`` (K: RoPE pair norms, V: absmax)."""
+def _widen(bounds: list[np.ndarray], cache, half: int, new: int) -> None:
+    """Fold the ``new`` rows the last step wrote into every layer's K/V bounds (K: RoPE pair norms, V: absmax).
+    Rows stay in position order (a sliding buffer shifts them to the front), so they are the last ``new``
+    filled ones; earlier rows were folded when they were written."""
     for layer, pair in enumerate(cache.buffers):
         rows = cache.filled[cache.layer_groups[layer]]
-        key, value = (owner[0, :, :rows] for _ptr, owner in pair)
+        key, value = (owner[0, :, max(0, rows - new):rows] for _ptr, owner in pair)
         norm = np.sqrt(np.square(key[..., :half]) + np.square(key[..., half:])).max(axis=1)
         seen = (np.concatenate([norm, norm], axis=-1), np.abs(value).max(axis=1))
         for kind in range(2):
@@ -160,21 +162,23 @@ def measure_bounds(folder: Path, sequences: Sequence[Sequence[int]], threads: in
     bounds = [np.zeros((2, arch.num_kv_heads * arch.head_dim), np.float32) for _ in range(arch.num_layers)]
     shared, started = _shared_prefix(sequences), time.perf_counter()
     for start in range(0, shared, chunk):
-        engine.feed(sequences[0][start: min(start + chunk, shared)])
-        _widen(bounds, engine.cache, half)
+        piece = sequences[0][start: min(start + chunk, shared)]
+        engine.feed(piece)
+        _widen(bounds, engine.cache, half, len(piece))
     saved = engine.cache.snapshot()
     logger.info('int8 KV calibration: shared prefix of %d tokens (%.1f s)', shared, time.perf_counter() - started)
     for number, ids in enumerate(sequences, 1):
         engine.cache.restore(saved)
         for start in range(shared, len(ids), chunk):
-            logits = engine.feed(ids[start: start + chunk])
-            _widen(bounds, engine.cache, half)
+            piece = ids[start: start + chunk]
+            logits = engine.feed(piece)
+            _widen(bounds, engine.cache, half, len(piece))
         for _ in range(answer_tokens):
             token = int(np.argmax(logits))
             if token == arch.eos_token_id:
                 break
             logits = engine.feed([token])
-            _widen(bounds, engine.cache, half)
+            _widen(bounds, engine.cache, half, 1)
         logger.info('int8 KV calibration: sequence %d/%d (%d tokens) done (%.1f s)', number, len(sequences), len(ids),
                     time.perf_counter() - started)
     return bounds
