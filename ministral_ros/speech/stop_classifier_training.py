@@ -17,7 +17,7 @@ out_weight [1, -1, 2, 0] over pooled [max h1, max h2, mean h1, mean h2] and out_
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import logging
 
 from ministral_ros.speech.stop_classifier import FEATURES, KERNEL, StopClassifier
@@ -133,4 +133,4 @@ def train_stop_classifier(sequences: Sequence[np.ndarray], labels: Sequence[bool
     if not stop_scores:
         raise ValueError('the validation data holds no stop utterance to choose the threshold on')
     threshold = float(np.clip(np.quantile(stop_scores, 1.0 - config.stop_recall), 1e-4, 1 - 1e-4))
-    return merged([provisional], threshold)
+    return replace(provisional, threshold=threshold)
