@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
@@ -16,6 +17,7 @@ from ministral_ros.node.input_gate import InputGate
 from ministral_ros.node.ministral_node import MinistralNode
 from ministral_ros.node.params import PARAMS
 from ministral_ros.node.planner_status import PlannerCounter
+from ministral_ros.planning.plan import RequestSource
 from ministral_ros.planning.vocabulary import ActionSpec, ActionVocabulary
 from ministral_ros_interfaces.msg import ActionPlan, ActionResult
 from ministral_ros_interfaces.srv import PlanCommand
@@ -158,6 +160,33 @@ def test_lifecycle_over_services(rig):
     assert _transition(rig, Transition.TRANSITION_ACTIVATE)
     rig.send('move 4')
     assert rig.wait_plans(3)[-1].status == 'ok'
+
+
+@with_params(autostart=False)
+def test_input_is_taken_from_the_moment_active_is_announced(rig):
+    # ~/status says "active" while on_activate still runs (the state machine says 'activating'):
+    # a command that arrives then was ignored, and a client that waited for "active" lost it.
+    # Deactivation is the mirror: once it begins, input is not taken.
+    seen = {}
+    announce = rig.node._publish_status
+
+    def publish_and_send(state=''):
+        announce(state)
+        if state in ('active', 'inactive') and rig.node._router.worker is not None:
+            seen[state] = (rig.node._state_machine.current_state[1], rig.node.lifecycle_state(),
+                           rig.node._router.text(f'move {len(seen) + 5}', RequestSource.COMMAND,
+                                                 'test', time.monotonic()))
+
+    rig.node._publish_status = publish_and_send
+    assert _transition(rig, Transition.TRANSITION_CONFIGURE)
+    seen.clear()  # configure announces "inactive" from 'configuring'; that input is ignored too
+    assert _transition(rig, Transition.TRANSITION_ACTIVATE)
+    label, state, request_id = seen['active']
+    assert (label, state) == ('activating', 'active') and request_id
+    [plan] = rig.wait_plans(1)
+    assert plan.request_id == request_id and plan.status == ActionPlan.STATUS_OK
+    assert _transition(rig, Transition.TRANSITION_DEACTIVATE)
+    assert seen['inactive'] == ('deactivating', 'inactive', '')
 
 
 class FlakyFactory:

@@ -109,6 +109,10 @@ class MinistralNode(LifecycleNode):
         self._model = ModelSlot(backend_factory, self.get_logger())
         self._lock = threading.Lock()  # waiting service calls
         self._configure_error = ''
+        # True from the moment on_activate has activated the publishers until a transition out of
+        # active begins: the state machine still says 'activating' while on_activate runs, after
+        # ~/status has already said 'active', and input in that gap must be taken, not ignored.
+        self._accepting = False
         self._waiting_calls: dict[str, Future] = {}
         self._calls_in_flight = 0  # ~/plan_command handlers that have not returned yet
         self._health = PlannerHealth()
@@ -176,10 +180,17 @@ class MinistralNode(LifecycleNode):
         return self._router.gate.settings
 
     def lifecycle_state(self) -> str:
-        """The lifecycle state: 'unconfigured', 'inactive', 'active' or 'finalized'."""
+        """The lifecycle state: 'unconfigured', 'inactive', 'active' or 'finalized'. The node is
+        'active' from the end of on_activate's work (publishers active, "active" published) and stops
+        being 'active' when deactivation begins, so input is judged by what ~/status announced."""
         # rclpy has no public accessor for a LifecycleNode's current state (rclcpp has
         # get_current_state); the state machine is what ~/get_state answers from.
-        return primary_state(self._state_machine.current_state[1])
+        label = self._state_machine.current_state[1]
+        if label == 'activating' and self._accepting:
+            return 'active'
+        if label == 'deactivating' and not self._accepting:
+            return 'inactive'
+        return primary_state(label)
 
     # ------------------------------------------------------------------ parameters
     def _parameter_values(self) -> dict[str, Any]:
@@ -252,26 +263,33 @@ class MinistralNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._publish_status('active')
-        self.get_logger().info(f'active: send commands to {self._command_topic}')
-        return super().on_activate(state)
+        result = super().on_activate(state)  # activates the lifecycle publishers
+        self._accepting = result == TransitionCallbackReturn.SUCCESS
+        if self._accepting:
+            self._publish_status('active')
+            self.get_logger().info(f'active: send commands to {self._command_topic}')
+        return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._accepting = False
         self._router.cancel_all(DEACTIVATED)
         self._publish_status('inactive')
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._accepting = False
         self.release(CLEANED_UP)
         self._publish_status('unconfigured')
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._accepting = False
         self.release(SHUTTING_DOWN)
         self._publish_status('finalized')
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._accepting = False
         self.release(LIFECYCLE_ERROR)
         self._publish_status('unconfigured')
         return TransitionCallbackReturn.SUCCESS
