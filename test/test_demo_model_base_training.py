@@ -179,6 +179,33 @@ def test_a_resumed_run_continues_with_the_same_weights_and_batches(base_dir, dat
     assert longer.step == 1 and longer.schedules == [(1, 40)]
 
 
+def test_a_new_run_can_start_from_another_runs_weights(base_dir, data, small_config, tmp_path):
+    from ministral_ros.demo_model.base_training import (BatchStream, load_trainable, make_optimizer,
+                                                        prepare_model, PrefixKV, save_state, train_steps,
+                                                        TrainProgress)
+
+    singles = [e for e in data.train if not e.group]
+    model = prepare_model(base_dir, small_config)
+    optimizer = make_optimizer(model, small_config)
+    progress = TrainProgress()
+    train_steps(model, optimizer, BatchStream(singles, small_config, progress),
+                PrefixKV(model, data.prefix, 2), small_config, progress, until=lambda: progress.step >= 1)
+    path = save_state(tmp_path, model, optimizer, small_config, progress)
+
+    # another seed and schedule (a new run on new data) may start from these weights
+    fresh = prepare_model(base_dir, small_config)
+    trained = dict(model.named_parameters())
+    assert any(not torch.equal(p, trained[n]) for n, p in fresh.named_parameters() if p.requires_grad)
+    assert load_trainable(path, fresh, replace(small_config, seed=5, steps=99, learning_rate=1e-4)) == 1
+    for name, parameter in fresh.named_parameters():
+        assert torch.equal(parameter, trained[name]), name
+    with pytest.raises(ValueError, match='layers 2 .here 3.'):
+        load_trainable(path, prepare_model(base_dir, replace(small_config, layers=3)),
+                       replace(small_config, layers=3))
+    with pytest.raises(FileNotFoundError, match='init-from'):
+        load_trainable(tmp_path / 'missing.pt', fresh, small_config)
+
+
 def test_torch_engine_reuses_the_warm_prefix_and_decodes_greedily(base_dir, data, small_config):
     from ministral_ros.demo_model.base_evaluate import TorchEngine
     from ministral_ros.demo_model.base_training import prepare_model

@@ -47,6 +47,9 @@ def add_base_commands(sub) -> None:
                    'training minutes')
     t.add_argument('--eval-requests', type=int, default=100)
     t.add_argument('--phrasings', type=Path, default=DEFAULT_PHRASINGS)
+    t.add_argument('--init-from', type=Path, default=None,
+                   help="start a new run from another run's state.pt (its trained weights; not its optimizer, "
+                   'data position or schedule), e.g. to continue on new data with a fresh schedule')
     e = sub.add_parser('base-evaluate', help='export a fine-tuned checkpoint at precisions and score each '
                        'on held-out requests through the Planner')
     e.add_argument('checkpoint', type=Path, help="a checkpoint folder (the run's hf/)")
@@ -113,7 +116,8 @@ def _train(args: argparse.Namespace) -> int:
                        data=replace(DataConfig(), seed=args.seed, single_examples=args.single_examples,
                                     history_groups=args.history_groups),
                        minutes=args.minutes, checkpoint_minutes=args.checkpoint_minutes,
-                       eval_minutes=args.eval_minutes, eval_requests=args.eval_requests, device=args.device)
+                       eval_minutes=args.eval_minutes, eval_requests=args.eval_requests, device=args.device,
+                       init_from=str(args.init_from or ''), phrasings=str(args.phrasings))
     progress = run_training(args.work, config)
     print(json.dumps({'step': progress['step'], 'train_minutes': round(progress['train_seconds'] / 60, 1),
                       'evaluations': progress['evaluations'][-3:]}, indent=1))

@@ -25,6 +25,7 @@ from ministral_ros.demo_model.base_training import (
     check_prefix_reuse,
     heldout_loss,
     load_state,
+    load_trainable,
     make_optimizer,
     PrefixKV,
     prepare_model,
@@ -32,6 +33,7 @@ from ministral_ros.demo_model.base_training import (
     save_state,
     train_steps,
 )
+from ministral_ros.demo_model.phrasings import DEFAULT_PHRASINGS
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +48,16 @@ class RunConfig:
     eval_requests: int = 100
     final_eval: bool = True
     device: str = 'cpu'                # where to train: 'cpu' or 'cuda' (a resume may change it)
+    init_from: str = ''                # another run's state.pt to start from (its weights only), '' = the base
+    phrasings: str = ''                # the phrasings file the data come from, '' = config/demo_phrasings.yaml
 
     def comparable(self) -> dict[str, Any]:
         """What a resumed run must share with the run that wrote the state (not the time budgets, not the
         schedule's length: a resume may lengthen or shorten it, recorded in ``TrainProgress.schedules``)."""
-        return {'train': {**asdict(self.train), 'steps': None}, 'data': asdict(self.data)}
+        compared: dict[str, Any] = {'train': {**asdict(self.train), 'steps': None}, 'data': asdict(self.data)}
+        if self.init_from:  # absent when empty, so run.json files from before the option still match
+            compared['init_from'] = str(Path(self.init_from).resolve())
+        return compared
 
 
 def ensure_base(work: Path) -> Path:
@@ -107,12 +114,15 @@ def run_training(work: Path | str, config: RunConfig) -> dict[str, Any]:
     _check_run_file(work, config)
     torch.set_num_threads(config.train.threads)
     base = ensure_base(work)
-    data = build_data(base, config.data, cache=work / 'data.pkl')
+    data = build_data(base, config.data, phrasings_path=config.phrasings or DEFAULT_PHRASINGS,
+                      cache=work / 'data.pkl')
     logger.info('%d training examples (%d single-turn), constant prefix %d tokens, %d held-out loss examples',
                 len(data.train), sum(1 for e in data.train if not e.group), len(data.prefix), len(data.heldout))
     model = prepare_model(base, config.train, config.device)
     optimizer = make_optimizer(model, config.train)
     progress = load_state(work, model, optimizer, config.train)
+    if progress.step == 0 and config.init_from:
+        load_trainable(config.init_from, model, config.train)
     if progress.step == 0:
         logger.info('prefix reuse check: max |dlogit| %.2e', check_prefix_reuse(model, data.train[:2]))
         _evaluate(model, data, base, work, config, progress)
