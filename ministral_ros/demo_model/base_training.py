@@ -381,7 +381,7 @@ def load_trainable(path: Path | str, model, config: BaseTrainConfig) -> int:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f'{path} is missing: --init-from takes a run folder\'s {STATE_FILE}')
+        raise FileNotFoundError(f"{path} is missing: --init-from takes a run folder's {STATE_FILE}")
     state = torch.load(path, map_location='cpu', weights_only=False)
     saved = {name: tuple(value) if isinstance(value, list) else value for name, value in state['config'].items()}
     wanted = asdict(config)
