@@ -165,28 +165,32 @@ def test_lifecycle_over_services(rig):
 @with_params(autostart=False)
 def test_input_is_taken_from_the_moment_active_is_announced(rig):
     # ~/status says "active" while on_activate still runs (the state machine says 'activating'):
-    # a command that arrives then was ignored, and a client that waited for "active" lost it.
-    # Deactivation is the mirror: once it begins, input is not taken.
+    # a command that arrived then was ignored, and a client that waited for "active" lost it.
+    # Deactivation is the mirror: from its start it takes no request, but a stop still stops.
     seen = {}
     announce = rig.node._publish_status
 
     def publish_and_send(state=''):
         announce(state)
         if state in ('active', 'inactive') and rig.node._router.worker is not None:
-            seen[state] = (rig.node._state_machine.current_state[1], rig.node.lifecycle_state(),
-                           rig.node._router.text(f'move {len(seen) + 5}', RequestSource.COMMAND,
-                                                 'test', time.monotonic()))
+            label = rig.node._state_machine.current_state[1]
+            sent = [rig.node._router.text(text, RequestSource.COMMAND, 'test', time.monotonic())
+                    for text in ('slow 5', 'stop')]
+            seen[state] = (label, rig.node.lifecycle_state(), *sent)
 
     rig.node._publish_status = publish_and_send
     assert _transition(rig, Transition.TRANSITION_CONFIGURE)
-    seen.clear()  # configure announces "inactive" from 'configuring'; that input is ignored too
+    assert seen.pop('inactive') == ('configuring', 'unconfigured', '', '')
     assert _transition(rig, Transition.TRANSITION_ACTIVATE)
-    label, state, request_id = seen['active']
-    assert (label, state) == ('activating', 'active') and request_id
-    [plan] = rig.wait_plans(1)
-    assert plan.request_id == request_id and plan.status == ActionPlan.STATUS_OK
+    label, state, command_id, stop_id = seen['active']
+    assert (label, state) == ('activating', 'active') and command_id and stop_id
+    plans = rig.wait_plans(2)
+    assert [(p.request_id, p.status) for p in plans] == [(command_id, 'cancelled'), (stop_id, 'stopped')] or \
+        [(p.request_id, p.status) for p in plans] == [(stop_id, 'stopped'), (command_id, 'cancelled')]
     assert _transition(rig, Transition.TRANSITION_DEACTIVATE)
-    assert seen['inactive'] == ('deactivating', 'inactive', '')
+    label, state, command_id, stop_id = seen['inactive']
+    assert (label, state, command_id) == ('deactivating', 'inactive', '') and stop_id
+    assert [(p.request_id, p.status) for p in rig.wait_plans(3)[2:]] == [(stop_id, 'stopped')]
 
 
 class FlakyFactory:
@@ -410,7 +414,7 @@ def test_plan_command_service(rig):
 
 
 class _BrokenGate(InputGate):
-    def text(self, text, *, active, undecodable=''):
+    def text(self, text, *, active, undecodable='', stops_only=False):
         raise RuntimeError('detector bug')
 
 

@@ -277,7 +277,7 @@ def test_planner_diagnostics_keep_every_published_key():
     assert health.status(failed, health.values(failed)).message == 'configure failed: no model'
     assert 'active_provider' not in health.values(failed)
     assert [primary_state(label) for label in ('configuring', 'active', 'deactivating', 'shuttingdown')] == \
-        ['unconfigured', 'active', 'active', 'finalized']
+        ['unconfigured', 'active', 'inactive', 'finalized']
     assert status_payload(view)['state'] == 'active' and status_payload(view)['queue_depth'] == 0
 
 

@@ -13,7 +13,7 @@ from ministral_ros.node import memory_release
 from ministral_ros.node.backend_factory import max_new_tokens_problem
 from ministral_ros.node.cancellation import Cancellation
 from ministral_ros.node.diagnostics import build_status, OK
-from ministral_ros.node.input_gate import echo, InputGate, Verdict
+from ministral_ros.node.input_gate import echo, IgnoreReason, InputGate, Verdict
 from ministral_ros.node.input_text import decode_string_message
 from ministral_ros.node.memory_release import fastdds_dynamic_memory
 from ministral_ros.node.message_gaps import SequenceGaps
@@ -43,6 +43,16 @@ def _encodable(text: str) -> bool:
 
 
 # ---------------------------------------------------------------- 1. unpublishable text
+def test_while_deactivating_only_stops_are_taken():
+    gate = InputGate(NodeSettings())
+    for text in (f'stop {SURROGATE}', 'robot, freeze!', 'stop'):
+        assert gate.text(text, active=False, stops_only=True).verdict is Verdict.STOP, text
+        assert gate.text(text, active=False).verdict is Verdict.IGNORE, text
+    for text in ('go to the kitchen', 'stop at the door', '', 'x' * 100_000):
+        decision = gate.text(text, active=False, stops_only=True)
+        assert decision.verdict is Verdict.IGNORE and decision.ignored is IgnoreReason.INACTIVE, text
+
+
 def test_a_lone_surrogate_is_refused_but_a_stop_with_one_still_stops():
     gate = InputGate(NodeSettings())
     refused = gate.text(f'go to the kitchen {SURROGATE}', active=True)

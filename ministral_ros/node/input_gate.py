@@ -8,7 +8,8 @@ Two steps, in the order the node applies them:
    ignored; anything else is ACCEPTed with the text to hand to step 2. Stop phrases act regardless
    of wake word and confidence: a false stop is safe, a missed one is not.
 2. ``InputGate.text(text, active=...)`` decides a command (or an accepted transcript's text):
-   ignored while the node is not active, refused when ``clean_text`` refuses it, a STOP when it is
+   ignored while the node is not active (but a stop still STOPs while it deactivates:
+   ``stops_only``), refused when ``clean_text`` refuses it, a STOP when it is
    made of stop phrases, otherwise SUBMITted as the cleaned text.
 
 Worked example (defaults, wake word "hey robot", node active):
@@ -102,10 +103,12 @@ class InputGate:
             return Decision(Verdict.IGNORE, ignored=_IGNORED_TRANSCRIPTS[verdict])
         return Decision(Verdict.ACCEPT, text=text)
 
-    def text(self, text: str, *, active: bool, undecodable: str = '') -> Decision:
+    def text(self, text: str, *, active: bool, undecodable: str = '', stops_only: bool = False) -> Decision:
         """Step 2 (module docstring): IGNORE, REFUSE, STOP or SUBMIT a command's text;
-        ``undecodable`` says why its bytes were not UTF-8 (refused unless it is a stop)."""
-        if not active:
+        ``undecodable`` says why its bytes were not UTF-8 (refused unless it is a stop).
+        ``stops_only`` (the node is deactivating but can still publish): a stop is still a STOP,
+        everything else is ignored as when inactive."""
+        if not active and not (stops_only and self.is_stop(text)):
             return Decision(Verdict.IGNORE, ignored=IgnoreReason.INACTIVE)
         try:
             cleaned, removed = clean_text(text, self.settings.max_input_chars)

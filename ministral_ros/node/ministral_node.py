@@ -72,7 +72,7 @@ from ministral_ros.node.plan_action_node import PlanActionServer
 from ministral_ros.node.plan_messages import plan_to_json, plan_to_msg
 from ministral_ros.node.plan_worker import PlanWorker, QueuedRequest
 from ministral_ros.node.planner_status import NodeView, PlannerCounter, PlannerHealth, primary_state, status_payload
-from ministral_ros.node.request_router import new_request_id, RequestRouter
+from ministral_ros.node.request_router import Intake, new_request_id, RequestRouter
 from ministral_ros.node.spin_node import run_node
 from ministral_ros.planning.plan import Plan, PlanStatus, RequestSource
 from rcl_interfaces.msg import SetParametersResult
@@ -109,10 +109,6 @@ class MinistralNode(LifecycleNode):
         self._model = ModelSlot(backend_factory, self.get_logger())
         self._lock = threading.Lock()  # waiting service calls
         self._configure_error = ''
-        # True from the moment on_activate has activated the publishers until a transition out of
-        # active begins: the state machine still says 'activating' while on_activate runs, after
-        # ~/status has already said 'active', and input in that gap must be taken, not ignored.
-        self._accepting = False
         self._waiting_calls: dict[str, Future] = {}
         self._calls_in_flight = 0  # ~/plan_command handlers that have not returned yet
         self._health = PlannerHealth()
@@ -186,10 +182,8 @@ class MinistralNode(LifecycleNode):
         # rclpy has no public accessor for a LifecycleNode's current state (rclcpp has
         # get_current_state); the state machine is what ~/get_state answers from.
         label = self._state_machine.current_state[1]
-        if label == 'activating' and self._accepting:
+        if label == 'activating' and self._router.intake is Intake.OPEN:
             return 'active'
-        if label == 'deactivating' and not self._accepting:
-            return 'inactive'
         return primary_state(label)
 
     # ------------------------------------------------------------------ parameters
@@ -262,34 +256,39 @@ class MinistralNode(LifecycleNode):
         self._publish_status('inactive')
         return TransitionCallbackReturn.SUCCESS
 
+    # The state machine says 'activating' until on_activate returns, but ~/status says "active" from
+    # inside it: input is taken from that moment (the publishers are active by then), not ignored
+    # until the transition completes. Deactivation takes only stops while it cancels what runs and
+    # closes the intake before the publishers go inactive.
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)  # activates the lifecycle publishers
-        self._accepting = result == TransitionCallbackReturn.SUCCESS
-        if self._accepting:
+        if result == TransitionCallbackReturn.SUCCESS:
+            self._router.set_intake(Intake.OPEN)
             self._publish_status('active')
             self.get_logger().info(f'active: send commands to {self._command_topic}')
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._accepting = False
+        self._router.set_intake(Intake.STOPS_ONLY)
         self._router.cancel_all(DEACTIVATED)
         self._publish_status('inactive')
+        self._router.set_intake(Intake.CLOSED)
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._accepting = False
+        self._router.set_intake(Intake.CLOSED)
         self.release(CLEANED_UP)
         self._publish_status('unconfigured')
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._accepting = False
+        self._router.set_intake(Intake.CLOSED)
         self.release(SHUTTING_DOWN)
         self._publish_status('finalized')
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._accepting = False
+        self._router.set_intake(Intake.CLOSED)
         self.release(LIFECYCLE_ERROR)
         self._publish_status('unconfigured')
         return TransitionCallbackReturn.SUCCESS

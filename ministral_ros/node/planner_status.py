@@ -51,9 +51,10 @@ IGNORED_COUNTERS: dict[IgnoreReason, PlannerCounter] = {
 }
 
 # rclpy's lifecycle state machine also has transition states; reports name the primary state the
-# node is in until the transition completes (a transition's callback reports where it ends).
+# node is in until the transition completes (a transition's callback reports where it ends), except
+# a deactivation, which stops taking requests (all but stops) as it begins.
 _DURING_TRANSITION = {'configuring': 'unconfigured', 'activating': 'inactive',
-                      'deactivating': 'active', 'cleaningup': 'inactive',
+                      'deactivating': 'inactive', 'cleaningup': 'inactive',
                       'errorprocessing': 'unconfigured', 'shuttingdown': 'finalized'}
 
 

@@ -3,14 +3,21 @@ publishes stop plans, hands requests to the ``PlanWorker`` and action results to
 node supplies how a plan is published, its logger and its lifecycle state, and attaches the worker
 on configure (``attach``) and takes it back on release (``detach``).
 
-Concurrency: every method may run on any executor thread. ``_activity_lock`` makes the "is the node
-active?" check and the hand-over to the worker one step against ``cancel_all`` (deactivation) and
-``detach`` (release): a request either reaches the worker before a deactivation cancels
-everything, or it is ignored; it never outlives the deactivation.
+What is taken is the router's ``Intake``, which the node moves with its lifecycle: OPEN once activation
+has made the publishers active (and "active" is announced), STOPS_ONLY while a deactivation cancels
+what runs (its publishers still active: a stop then is still published), CLOSED before the publishers
+go inactive and whenever the node is not active.
+
+Concurrency: every method may run on any executor thread. ``_activity_lock`` makes the "is input
+taken?" check and the hand-over to the worker (or the stop plan's publication) one step against
+``set_intake``, ``cancel_all`` (deactivation) and ``detach`` (release): a request either reaches the
+worker before a deactivation cancels everything, or it is ignored; it never outlives the
+deactivation, and no stop plan is published after the intake closed.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 import threading
 import time
 from typing import Any, Protocol
@@ -25,6 +32,14 @@ from ministral_ros.planning.backend import PlanRequest
 from ministral_ros.planning.plan import Plan, PlanStatus, RequestSource
 
 INACTIVE_WARNING_PERIOD_S = 5.0
+
+
+class Intake(Enum):
+    """What input the router takes (module docstring)."""
+
+    CLOSED = 'closed'
+    OPEN = 'open'
+    STOPS_ONLY = 'stops_only'
 
 
 class NodeLogger(Protocol):
@@ -52,6 +67,17 @@ class RequestRouter:
         self._state = state
         self._activity_lock = threading.Lock()
         self._worker: PlanWorker | None = None
+        self._intake = Intake.CLOSED
+
+    @property
+    def intake(self) -> Intake:
+        return self._intake
+
+    def set_intake(self, intake: Intake) -> None:
+        """Open or close the input (the node's lifecycle callbacks); returns once no input decided
+        under the previous intake is still being handed over."""
+        with self._activity_lock:
+            self._intake = intake
 
     @property
     def worker(self) -> PlanWorker | None:
@@ -97,9 +123,10 @@ class RequestRouter:
         ignored because the node is not active). ``undecodable``: why its bytes were not UTF-8."""
         with self._activity_lock:
             self._health.count(PlannerCounter.RECEIVED)
-            gate, worker, state = self.gate, self._worker, self._state()
-            decision = gate.text(text, active=worker is not None and state == 'active',
-                                 undecodable=undecodable)
+            gate, worker, intake = self.gate, self._worker, self._intake
+            decision = gate.text(text, active=worker is not None and intake is Intake.OPEN,
+                                 undecodable=undecodable,
+                                 stops_only=worker is not None and intake is Intake.STOPS_ONLY)
             if decision.verdict is Verdict.IGNORE or worker is None:
                 self._health.count(PlannerCounter.IGNORED_INACTIVE)
                 self._logger.warning(f'ignoring input on {topic}: {self.not_active_reason()}',
