@@ -206,6 +206,26 @@ def test_a_new_run_can_start_from_another_runs_weights(base_dir, data, small_con
         load_trainable(tmp_path / 'missing.pt', fresh, small_config)
 
 
+def test_a_run_stopped_by_the_clock_leaves_its_weights_in_hf(base_dir, small_config, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from ministral_ros.demo_model.base_dataset import DataConfig
+    from ministral_ros.demo_model.base_run import run_training, RunConfig
+
+    shutil.copytree(base_dir, tmp_path / 'base')
+    config = RunConfig(train=small_config, data=DataConfig(single_examples=8, history_groups=0,
+                                                           heldout_loss_examples=2),
+                       minutes=0.001, eval_requests=0, final_eval=False)
+    progress = run_training(tmp_path, config)
+    assert 1 <= progress['step'] < small_config.steps
+    state = torch.load(tmp_path / 'state.pt', weights_only=False)['trainable']
+    merged = load_file(tmp_path / 'hf' / 'model.safetensors')
+    layer = f'model.layers.{LAYERS - 1}.mlp.down_proj.weight'  # a trained layer: hf/ holds the trained weights
+    assert torch.equal(merged[layer], state[layer])
+
+
 def test_torch_engine_reuses_the_warm_prefix_and_decodes_greedily(base_dir, data, small_config):
     from ministral_ros.demo_model.base_evaluate import TorchEngine
     from ministral_ros.demo_model.base_training import prepare_model

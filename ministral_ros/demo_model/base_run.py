@@ -5,8 +5,8 @@
 The work folder holds everything: ``base/`` (the base checkpoint, written from the installed wheel on
 the first run), ``state.pt`` (base_training.py: the trainable tensors, optimizer and data position,
 rewritten every ``checkpoint_minutes``), ``run.json`` (the configuration, to check a resume against) and
-``hf/`` (the latest evaluated model as a checkpoint folder, LoRA merged). Running the same command again
-continues where the last checkpoint left off. Every ``eval_minutes`` the held-out teacher-forced loss and
+``hf/`` (the model as a checkpoint folder, LoRA merged, written at every evaluation and when the run
+stops). Running the same command again continues where the last checkpoint left off. Every ``eval_minutes`` the held-out teacher-forced loss and
 an evaluation of ``eval_requests`` held-out requests through the real Planner (torch fp32) are logged.
 """
 from __future__ import annotations
@@ -143,5 +143,8 @@ def run_training(work: Path | str, config: RunConfig) -> dict[str, Any]:
     if config.final_eval and progress.step >= config.train.steps:
         _evaluate(model, data, base, work, config, progress)
         save_state(work, model, optimizer, config.train, progress)
+    elif progress.step and (not progress.evaluations or progress.evaluations[-1]['step'] != progress.step):
+        save_merged(model, base, work / 'hf')  # stopped by the clock: hf/ holds the weights it stopped with
+        logger.info('wrote %s (step %d, not evaluated)', work / 'hf', progress.step)
     logger.info('stopped at step %d after %.1f training minutes', progress.step, progress.train_seconds / 60)
     return asdict(progress)
