@@ -6,8 +6,9 @@ The work folder holds everything: ``base/`` (the base checkpoint, written from t
 the first run), ``state.pt`` (base_training.py: the trainable tensors, optimizer and data position,
 rewritten every ``checkpoint_minutes``), ``run.json`` (the configuration, to check a resume against) and
 ``hf/`` (the model as a checkpoint folder, LoRA merged, written at every evaluation and when the run
-stops). Running the same command again continues where the last checkpoint left off. Every ``eval_minutes`` the held-out teacher-forced loss and
-an evaluation of ``eval_requests`` held-out requests through the real Planner (torch fp32) are logged.
+stops). Running the same command again continues where the last checkpoint left off. Every
+``eval_minutes`` the held-out teacher-forced loss and an evaluation of ``eval_requests`` held-out
+requests through the real Planner (torch fp32) are logged.
 """
 from __future__ import annotations
 
