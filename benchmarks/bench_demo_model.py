@@ -33,12 +33,14 @@ def main() -> int:
     parser.add_argument('--no-fast-forward', action='store_true',
                         help='decode every token on its own (GenerationConfig.fast_forward off)')
     parser.add_argument('--json', action='store_true', help='print one JSON object instead of tables')
+    parser.add_argument('--heldout', type=Path, default=None,
+                        help="replace the held-out templates with this file's (config/demo_phrasings_fresh.yaml)")
     args = parser.parse_args()
 
     from ministral_ros.demo_model.build import heldout_conversations
     from ministral_ros.demo_model.evaluate import evaluate_conversations, evaluate_single
     from ministral_ros.demo_model.generator import generate_examples
-    from ministral_ros.demo_model.phrasings import load_phrasings
+    from ministral_ros.demo_model.phrasings import load_phrasings, with_heldout
     from ministral_ros.planning.planner import Planner
 
     if not (args.model / 'manifest.json').is_file():
@@ -50,11 +52,14 @@ def main() -> int:
     load_s = time.perf_counter() - started
     planner.generation = replace(planner.generation, fast_forward=not args.no_fast_forward)
     phrasings = load_phrasings()
+    if args.heldout is not None:
+        phrasings = with_heldout(phrasings, args.heldout)
     single = evaluate_single(planner, generate_examples(phrasings, 'heldout', args.count, args.seed))
     conversations = evaluate_conversations(planner, heldout_conversations(phrasings, args.conversations, 3, args.seed))
     machine = (f'{platform.processor() or platform.machine()}, threads={args.threads}, '
                f'fast_forward={not args.no_fast_forward}')
-    result = {'model': str(args.model), 'machine': machine, 'load_s': load_s, 'single': single.summary(),
+    result = {'model': str(args.model), 'machine': machine, 'load_s': load_s,
+              'heldout': str(args.heldout or 'config/demo_phrasings.yaml'), 'single': single.summary(),
               'conversations': conversations.summary()}
     if args.json:
         print(json.dumps(result, indent=1))

@@ -136,6 +136,37 @@ def test_phrasings_errors_name_the_problem(tmp_path):
         load_phrasings(tmp_path / 'binary.yaml')
 
 
+def test_a_second_heldout_set_replaces_only_the_heldout_templates(phrasings, tmp_path):
+    from ministral_ros.demo_model.phrasings import with_heldout
+    from ministral_ros.share_paths import shared_path
+
+    fresh = with_heldout(phrasings, shared_path('config/demo_phrasings_fresh.yaml'))
+    assert fresh.all_templates('train') == phrasings.all_templates('train')
+    assert fresh.connectors['train'] == phrasings.connectors['train']
+    replaced = {name for name in phrasings.intents if fresh.intents[name].heldout != phrasings.intents[name].heldout}
+    assert replaced == set(phrasings.intents)  # every action intent has new held-out templates
+    assert not set(fresh.all_templates('heldout')) & set(phrasings.all_templates('heldout')) - \
+        {t for group in (*phrasings.clarify.values(), *phrasings.chat.values()) for t in group.heldout}
+    texts = [e.text.lower() for e in generate_examples(fresh, 'heldout', 300, seed=0)]
+    assert any('towards the left' in t or 'towards the right' in t for t in texts)
+    assert [e.to_dict() for e in generate_examples(phrasings, 'train', 50, seed=4)] == \
+        [e.to_dict() for e in generate_examples(fresh, 'train', 50, seed=4)]
+
+    def written(text):
+        path = tmp_path / 'fresh.yaml'
+        path.write_text(text, encoding='utf-8')
+        return path
+
+    with pytest.raises(PhrasingsError, match='unknown intents .*teleport'):
+        with_heldout(phrasings, written('intents:\n  teleport: ["beam me to the {place}"]\n'))
+    with pytest.raises(PhrasingsError, match='read the same once synonyms'):
+        with_heldout(phrasings, written('intents:\n  navigate: ["drive to the {place}"]\n'))
+    with pytest.raises(PhrasingsError, match='unknown slot'):
+        with_heldout(phrasings, written('intents:\n  navigate: ["go to {room}"]\n'))
+    with pytest.raises(PhrasingsError, match='expected a mapping with `intents'):
+        with_heldout(phrasings, written('- just a list\n'))
+
+
 def test_tokenizer_keeps_the_tekken_control_ids(small_tokenizer):
     assert {name: small_tokenizer.control_id(name) for name in TEKKEN_CONTROL_IDS} == TEKKEN_CONTROL_IDS
     assert list(CONTROL_TOKENS[:10]) == list(TEKKEN_CONTROL_IDS)

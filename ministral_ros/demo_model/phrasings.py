@@ -7,7 +7,7 @@ only meaningful on sentence patterns the model never saw).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 import re
 from typing import Any
@@ -186,5 +186,32 @@ def load_phrasings(path: str | Path = DEFAULT_PHRASINGS) -> Phrasings:
             connectors={split: _str_list(connectors.get(split), f'connectors.{split}') for split in SPLITS},
             fillers=_str_list(data.get('fillers'), 'fillers'),
         )
+    except PhrasingsError as error:
+        raise PhrasingsError(f'{path}: {error}') from None
+
+
+def with_heldout(phrasings: Phrasings, path: str | Path) -> Phrasings:
+    """``phrasings`` with the held-out templates of the intents that the YAML file ``path`` names
+    (``intents: {name: [templates]}``, optional ``connectors: [...]``) replaced: a second held-out set
+    (config/demo_phrasings_fresh.yaml), checked like the main file (known slots, nothing that training
+    says, also after synonyms). Raises PhrasingsError naming what is wrong."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding='utf-8'))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise PhrasingsError(f'{path}: cannot read it as UTF-8 YAML: {error}') from None
+    if not isinstance(data, dict) or not isinstance(data.get('intents'), dict) or not data['intents']:
+        raise PhrasingsError(f'{path}: expected a mapping with `intents: {{name: [templates]}}`')
+    unknown = sorted(set(map(str, data['intents'])) - set(phrasings.intents))
+    if unknown:
+        raise PhrasingsError(f'{path}: unknown intents {unknown}; known: {sorted(phrasings.intents)}')
+    try:
+        intents = dict(phrasings.intents)
+        for name, templates in data['intents'].items():
+            intents[str(name)] = replace(intents[str(name)], heldout=_str_list(templates, f'intents.{name}'))
+        connectors = dict(phrasings.connectors)
+        if 'connectors' in data:
+            connectors['heldout'] = _str_list(data['connectors'], 'connectors')
+        return replace(phrasings, intents=intents, connectors=connectors)
     except PhrasingsError as error:
         raise PhrasingsError(f'{path}: {error}') from None
