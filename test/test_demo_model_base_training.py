@@ -180,7 +180,8 @@ def test_a_resumed_run_continues_with_the_same_weights_and_batches(base_dir, dat
 
 
 def test_a_new_run_can_start_from_another_runs_weights(base_dir, data, small_config, tmp_path):
-    from ministral_ros.demo_model.base_training import (BatchStream, load_trainable, make_optimizer,
+    from ministral_ros.demo_model.base_run import load_trainable
+    from ministral_ros.demo_model.base_training import (BatchStream, make_optimizer,
                                                         prepare_model, PrefixKV, save_state, train_steps,
                                                         TrainProgress)
 

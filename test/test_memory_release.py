@@ -19,7 +19,7 @@ from ministral_ros.node.input_gate import InputGate, Verdict
 from ministral_ros.node.params import NodeSettings
 from ministral_ros.node.plan_worker import PlanWorker
 from ministral_ros.node.planner_status import PlannerHealth
-from ministral_ros.node.request_router import RequestRouter
+from ministral_ros.node.request_router import Intake, RequestRouter
 from ministral_ros.planning.plan import PlanStatus, RequestSource
 from node_test_support import ScriptedBackend
 import pytest
@@ -56,6 +56,7 @@ def _router(plans: list) -> RequestRouter:
     router = RequestRouter(InputGate(NodeSettings()), PlannerHealth(), lambda plan, item: plans.append(plan),
                            _Logger(), lambda: 'active')
     router.attach(worker)
+    router.set_intake(Intake.OPEN)  # what on_activate does
     return router
 
 

@@ -370,42 +370,6 @@ def load_state(work: Path, model, optimizer, config: BaseTrainConfig) -> TrainPr
     return progress
 
 
-SHAPE_FIELDS = ('mode', 'layers', 'lora_rank', 'lora_alpha', 'lora_targets')  # what decides the trainable tensors
-
-
-def load_trainable(path: Path | str, model, config: BaseTrainConfig) -> int:
-    """Start from another run's weights: copy the trainable tensors of its ``state.pt`` at ``path`` into
-    ``model`` (not its optimizer, data position or schedule). That run must have trained the same tensors
-    (same mode, layers and LoRA shape); returns the step it had reached."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: --init-from takes a run folder's {STATE_FILE}")
-    state = torch.load(path, map_location='cpu', weights_only=False)
-    saved = {name: tuple(value) if isinstance(value, list) else value for name, value in state['config'].items()}
-    wanted = asdict(config)
-    differ = [f'{name} {saved.get(name)!r} (here {wanted[name]!r})' for name in SHAPE_FIELDS
-              if saved.get(name) != wanted[name]]
-    if differ:
-        raise ValueError(f'{path} trained other tensors: {", ".join(differ)}; pass the same --mode, --layers and '
-                         'LoRA flags')
-    parameters = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    tensors = state['trainable']
-    if set(tensors) != set(parameters):
-        raise ValueError(f'{path} holds {len(tensors)} trainable tensors, this model {len(parameters)}: '
-                         'it was written for another base checkpoint')
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            if tuple(tensor.shape) != tuple(parameters[name].shape):
-                raise ValueError(f'{path}: {name} has shape {tuple(tensor.shape)}, this model '
-                                 f'{tuple(parameters[name].shape)}')
-            parameters[name].copy_(tensor)
-    step = int(state['progress']['step'])
-    logger.info('started from the weights of %s (step %d)', path, step)
-    return step
-
-
 def make_optimizer(model, config: BaseTrainConfig):
     import torch
 

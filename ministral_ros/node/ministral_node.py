@@ -176,9 +176,8 @@ class MinistralNode(LifecycleNode):
         return self._router.gate.settings
 
     def lifecycle_state(self) -> str:
-        """The lifecycle state: 'unconfigured', 'inactive', 'active' or 'finalized'. The node is
-        'active' from the end of on_activate's work (publishers active, "active" published) and stops
-        being 'active' when deactivation begins, so input is judged by what ~/status announced."""
+        """'unconfigured', 'inactive', 'active' or 'finalized': 'active' from when on_activate opens the
+        intake (request_router.py) and announces it, 'inactive' from when a deactivation begins."""
         # rclpy has no public accessor for a LifecycleNode's current state (rclcpp has
         # get_current_state); the state machine is what ~/get_state answers from.
         label = self._state_machine.current_state[1]
@@ -256,10 +255,6 @@ class MinistralNode(LifecycleNode):
         self._publish_status('inactive')
         return TransitionCallbackReturn.SUCCESS
 
-    # The state machine says 'activating' until on_activate returns, but ~/status says "active" from
-    # inside it: input is taken from that moment (the publishers are active by then), not ignored
-    # until the transition completes. Deactivation takes only stops while it cancels what runs and
-    # closes the intake before the publishers go inactive.
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)  # activates the lifecycle publishers
         if result == TransitionCallbackReturn.SUCCESS:
@@ -276,34 +271,31 @@ class MinistralNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._router.set_intake(Intake.CLOSED)
         self.release(CLEANED_UP)
         self._publish_status('unconfigured')
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._router.set_intake(Intake.CLOSED)
         self.release(SHUTTING_DOWN)
         self._publish_status('finalized')
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._router.set_intake(Intake.CLOSED)
         self.release(LIFECYCLE_ERROR)
         self._publish_status('unconfigured')
         return TransitionCallbackReturn.SUCCESS
 
     def answer_pending(self, executor: Any, timeout_s: float = 1.0) -> None:
-        """Before a shutdown: release the model, which publishes "cancelled" for every pending
-        request, then spin ``executor`` until the waiting service calls and ``~/plan`` goals have sent
-        their answers."""
+        """Before a shutdown: release the model ("cancelled" for every pending request), then spin
+        ``executor`` until the waiting service calls and ``~/plan`` goals have sent their answers."""
         self.release(SHUTTING_DOWN)
         deadline = time.monotonic() + timeout_s
         while (self._calls_in_flight or self._plan_action.in_flight()) and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.02)
 
     def release(self, cancellation: Cancellation) -> None:
-        """Stop the worker (answering every waiting request) and drop the model."""
+        """Close the intake, stop the worker (answering every waiting request) and drop the model."""
+        self._router.set_intake(Intake.CLOSED)
         self._model.release(self._router.detach(), cancellation, self.close_timeout_s)
 
     # ------------------------------------------------------------------ input
