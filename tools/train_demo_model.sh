@@ -60,6 +60,7 @@ if [ "$dry" = 0 ] && ! finished "$work/phase1" 1500; then
 fi
 pending "$work/phase2" 900 && run "$python" -m ministral_ros.demo_model base-train --work "$work/phase2" --mode top --layers 12 --seed 1 \
     --lr 1e-4 --min-lr 1e-5 --warmup 20 --steps 900 --minutes "$minutes" --eval-minutes 45 --eval-requests 60 \
+    --phrasings config/demo_phrasings_phase2.yaml \
     --device "$device" --init-from "$work/phase1/state.pt"
 if [ "$dry" = 0 ] && ! finished "$work/phase2" 900; then
     echo "phase 2 has not finished its schedule yet: run the same command again to continue it" >&2
