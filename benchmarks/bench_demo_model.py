@@ -40,7 +40,7 @@ def main() -> int:
     from ministral_ros.demo_model.build import heldout_conversations
     from ministral_ros.demo_model.evaluate import evaluate_conversations, evaluate_single
     from ministral_ros.demo_model.generator import generate_examples
-    from ministral_ros.demo_model.phrasings import load_phrasings, with_heldout
+    from ministral_ros.demo_model.phrasings import load_phrasings, PhrasingsError, with_heldout
     from ministral_ros.planning.planner import Planner
 
     if not (args.model / 'manifest.json').is_file():
@@ -51,9 +51,13 @@ def main() -> int:
     planner = Planner.from_model_dir(args.model, provider='cpu', threads=args.threads)
     load_s = time.perf_counter() - started
     planner.generation = replace(planner.generation, fast_forward=not args.no_fast_forward)
-    phrasings = load_phrasings()
-    if args.heldout is not None:
-        phrasings = with_heldout(phrasings, args.heldout)
+    try:
+        phrasings = load_phrasings()
+        if args.heldout is not None:
+            phrasings = with_heldout(phrasings, args.heldout)
+    except PhrasingsError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
     single = evaluate_single(planner, generate_examples(phrasings, 'heldout', args.count, args.seed))
     conversations = evaluate_conversations(planner, heldout_conversations(phrasings, args.conversations, 3, args.seed))
     machine = (f'{platform.processor() or platform.machine()}, threads={args.threads}, '
