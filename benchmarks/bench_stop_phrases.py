@@ -9,12 +9,12 @@ microphone has; pocketsphinx misbehaves on digital silence) and ``snr10`` (white
 the speech's RMS level). Run:
 
     .venv/bin/python benchmarks/bench_stop_phrases.py [--conditions clean snr10] [--json]
-        [--phrases tune|heldout|fresh|fresh2|fresh3|fresh4] [--speeds 140 175] [--seed 0] [--cache /tmp/stop_renderings]
+        [--phrases tune|heldout|fresh|fresh2|fresh3|fresh4|fresh5] [--speeds 140 175] [--seed 0] [--cache /tmp/stop_renderings]
 
 Phrase sets (config/stop_eval_phrases.yaml), so that thresholds are fitted on one and reported on
 another: ``tune`` (the stop thresholds were fitted on it at 130 and 160 words per minute, noise seeds
 from 1000), ``heldout`` (never looked at while tuning; the README's pocketsphinx figures, at 140 and
-175 words per minute, seeds from 0) and ``fresh``, ``fresh2``, ``fresh3``, ``fresh4`` (for the learned stop detector,
+175 words per minute, seeds from 0) and ``fresh`` to ``fresh5`` (for the learned stop detector,
 each written before any detector ran on it; see the file's header). The default stop phrases are in
 every set.
 
