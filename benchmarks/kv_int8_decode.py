@@ -8,6 +8,9 @@ on the values), then single decode steps run in the two engines alternately, the
 round, so both see the same machine load. One run prints one table (median and p10 per step, the ratio).
 
     .venv/bin/python benchmarks/kv_int8_decode.py [--work /tmp/kv8/decode] [--contexts 1024,4096] [--threads 1]
+
+``--folders FLOAT INT8`` compares two exports made elsewhere instead (e.g. the full 8B shape's ``int4`` and
+``int4-kv8`` folders of ``benchmarks/bench_8b.py``; both engines are loaded at once, so RAM must hold two).
 """
 from __future__ import annotations
 
@@ -86,11 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--rounds', type=int, default=10)
     parser.add_argument('--steps', type=int, default=5, help='decode steps per engine per round')
+    parser.add_argument('--folders', type=Path, nargs=2, metavar=('FLOAT', 'INT8'),
+                        help='two exported folders (float32 KV, int8 KV) to compare instead of the slice')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='[%(name)s] %(message)s')
     args.work.mkdir(parents=True, exist_ok=True)
     contexts = [int(c) for c in args.contexts.split(',')]
-    folders = export_both(args.work)
+    if args.folders:
+        missing = [str(f) for f in args.folders if not (f / 'manifest.json').is_file()]
+        if missing:
+            parser.error(f'not an exported folder (no manifest.json): {", ".join(missing)}')
+        folders = dict(zip(('float32 KV', 'int8 KV'), args.folders))
+    else:
+        folders = export_both(args.work)
     engines = {name: Engine.load(folder, 'cpu', args.threads, max_context=max(contexts) + args.steps + 8)
                for name, folder in folders.items()}
     print(f'load before: {open("/proc/loadavg").read().strip()}  threads {args.threads}')

@@ -167,6 +167,45 @@ def test_a_second_heldout_set_replaces_only_the_heldout_templates(phrasings, tmp
         with_heldout(phrasings, written('- just a list\n'))
 
 
+def test_an_overlay_appends_training_templates_to_its_base(phrasings, tmp_path):
+    from ministral_ros.share_paths import shared_path
+
+    phase2 = load_phrasings(shared_path('config/demo_phrasings_phase2.yaml'))
+    for name, group in phrasings.intents.items():
+        added = phase2.intents[name].train[len(group.train):]
+        assert phase2.intents[name].train[:len(group.train)] == group.train
+        assert phase2.intents[name].heldout == group.heldout
+        assert len(added) == {'place': 2, 'hand_over': 2}.get(name, 0), name
+    assert 'pass the {object} to me' in phase2.intents['hand_over'].train
+    assert [e.to_dict() for e in generate_examples(phrasings, 'heldout', 60, seed=0)] == \
+        [e.to_dict() for e in generate_examples(phase2, 'heldout', 60, seed=0)]
+
+    (tmp_path / 'base.yaml').write_text(DEFAULT_PHRASINGS.read_text(encoding='utf-8'), encoding='utf-8')
+
+    def overlay(text):
+        path = tmp_path / 'overlay.yaml'
+        path.write_text(text, encoding='utf-8')
+        return path
+
+    assert load_phrasings(overlay('extends: base.yaml\ntrain:\n  wait: ["hang on {duration}"]\n')
+                          ).intents['wait'].train[-1] == 'hang on {duration}'
+    with pytest.raises(PhrasingsError, match='unknown intents .*teleport'):
+        load_phrasings(overlay('extends: base.yaml\ntrain:\n  teleport: ["beam me to the {place}"]\n'))
+    with pytest.raises(PhrasingsError, match='already in base.yaml'):
+        load_phrasings(overlay('extends: base.yaml\ntrain:\n  hand_over: ["hand me the {object}"]\n'))
+    with pytest.raises(PhrasingsError, match='both train and heldout'):
+        load_phrasings(overlay('extends: base.yaml\ntrain:\n  hand_over: ["pass me the {object}"]\n'))
+    with pytest.raises(PhrasingsError, match='only `extends.*unexpected.*places'):
+        load_phrasings(overlay('extends: base.yaml\nplaces: {}\ntrain:\n  wait: ["hang on {duration}"]\n'))
+    with pytest.raises(PhrasingsError, match='no such file'):
+        load_phrasings(overlay('extends: missing.yaml\ntrain:\n  wait: ["hang on {duration}"]\n'))
+    (tmp_path / 'nested.yaml').write_text('extends: overlay.yaml\ntrain:\n  wait: ["x {duration}"]\n',
+                                          encoding='utf-8')
+    overlay('extends: base.yaml\ntrain:\n  wait: ["hang on {duration}"]\n')
+    with pytest.raises(PhrasingsError, match='itself an overlay'):
+        load_phrasings(tmp_path / 'nested.yaml')
+
+
 def test_tokenizer_keeps_the_tekken_control_ids(small_tokenizer):
     assert {name: small_tokenizer.control_id(name) for name in TEKKEN_CONTROL_IDS} == TEKKEN_CONTROL_IDS
     assert list(CONTROL_TOKENS[:10]) == list(TEKKEN_CONTROL_IDS)

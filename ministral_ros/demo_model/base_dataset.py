@@ -86,7 +86,7 @@ def build_data(base_dir: Path | str, config: DataConfig, phrasings_path: Path | 
     vocabulary = load_vocabulary(actions_path)
     phrasings = load_phrasings(phrasings_path)
     renderer = DemoRenderer(tokenizer, vocabulary)
-    key = _cache_key(config, tokenizer, renderer, phrasings_path, vocabulary)
+    key = _cache_key(config, tokenizer, renderer, phrasings, vocabulary)
     if cache is not None and cache.is_file():
         with open(cache, 'rb') as handle:
             saved = pickle.load(handle)
@@ -102,11 +102,11 @@ def build_data(base_dir: Path | str, config: DataConfig, phrasings_path: Path | 
 
 
 def _cache_key(config: DataConfig, tokenizer: MinistralTokenizer, renderer: DemoRenderer,
-               phrasings_path: Path | str, vocabulary: ActionVocabulary) -> str:
+               phrasings: Phrasings, vocabulary: ActionVocabulary) -> str:
     digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
     digest.update(tokenizer.hf.to_str().encode())
     digest.update(json.dumps(renderer.planner.prefix_ids).encode())
-    digest.update(Path(phrasings_path).read_bytes())
+    digest.update(repr(phrasings).encode())   # the content: an overlay's base counts too
     digest.update(str(vocabulary.tool_specs()).encode())
     return digest.hexdigest()
 

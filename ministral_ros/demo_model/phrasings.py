@@ -4,6 +4,11 @@ Loading validates everything the generator relies on, so a malformed file fails 
 key that is wrong instead of producing silently odd data: every list non-empty, every template
 slot known, and no template in both the `train` and `heldout` splits (the held-out accuracy is
 only meaningful on sentence patterns the model never saw).
+
+A phrasings file may also be an overlay of another (config/demo_phrasings_phase2.yaml): ``extends:`` names
+the base file (relative to the overlay's folder) and ``train: {intent: [templates]}`` appends training
+templates to the base's intents, in order; the result is validated like a whole file. Overlays keep a
+training phase's data apart without copying the base (what the base generates stays what it was).
 """
 from __future__ import annotations
 
@@ -151,9 +156,7 @@ def _groups(data: Any, key: str, answer_key: str | None) -> dict[str, TemplateGr
     return groups
 
 
-def load_phrasings(path: str | Path = DEFAULT_PHRASINGS) -> Phrasings:
-    """Read and validate a phrasings YAML file; raises PhrasingsError naming what is wrong."""
-    path = Path(path)
+def _read_mapping(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding='utf-8'))
     except FileNotFoundError:
@@ -162,6 +165,16 @@ def load_phrasings(path: str | Path = DEFAULT_PHRASINGS) -> Phrasings:
         raise PhrasingsError(f'{path}: cannot read it as UTF-8 YAML: {error}') from None
     if not isinstance(data, dict):
         raise PhrasingsError(f'{path}: expected a mapping at the top level')
+    return data
+
+
+def load_phrasings(path: str | Path = DEFAULT_PHRASINGS) -> Phrasings:
+    """Read and validate a phrasings YAML file, or an overlay of one (``extends:``, see the module's
+    docstring); raises PhrasingsError naming what is wrong."""
+    path = Path(path)
+    data = _read_mapping(path)
+    if 'extends' in data:
+        return _load_overlay(path, data)
     try:
         politeness = data.get('politeness')
         if not isinstance(politeness, dict):
@@ -186,6 +199,34 @@ def load_phrasings(path: str | Path = DEFAULT_PHRASINGS) -> Phrasings:
             connectors={split: _str_list(connectors.get(split), f'connectors.{split}') for split in SPLITS},
             fillers=_str_list(data.get('fillers'), 'fillers'),
         )
+    except PhrasingsError as error:
+        raise PhrasingsError(f'{path}: {error}') from None
+
+
+def _load_overlay(path: Path, data: dict) -> Phrasings:
+    """The base file named by ``extends`` with the overlay's ``train`` templates appended per intent."""
+    extra = sorted(set(map(str, data)) - {'extends', 'train'})
+    if extra or not isinstance(data['extends'], str) or not isinstance(data.get('train'), dict) or not data['train']:
+        raise PhrasingsError(f'{path}: an overlay holds only `extends: BASE_FILE` and `train: {{intent: '
+                             f'[templates]}}`' + (f' (unexpected: {extra})' if extra else ''))
+    base_path = path.parent / data['extends']
+    base = _read_mapping(base_path)
+    if 'extends' in base:
+        raise PhrasingsError(f'{path}: extends {base_path}, itself an overlay; extend a whole phrasings file')
+    phrasings = load_phrasings(base_path)
+    unknown = sorted(set(map(str, data['train'])) - set(phrasings.intents))
+    if unknown:
+        raise PhrasingsError(f'{path}: unknown intents {unknown}; known: {sorted(phrasings.intents)}')
+    try:
+        intents = dict(phrasings.intents)
+        for name, templates in data['train'].items():
+            group = intents[str(name)]
+            added = _str_list(templates, f'train.{name}')
+            repeated = sorted(set(added) & set(group.train))
+            if repeated:
+                raise PhrasingsError(f'train.{name}: already in {base_path.name}: {repeated}')
+            intents[str(name)] = replace(group, train=group.train + added)
+        return replace(phrasings, intents=intents)
     except PhrasingsError as error:
         raise PhrasingsError(f'{path}: {error}') from None
 
