@@ -18,15 +18,15 @@ def build(root: Path, shape: CheckpointShape, precisions: tuple[str, ...] = ('fp
           seed: int = 0) -> dict[str, Path]:
     """Write the checkpoint to root/src and export it at each precision to root/<precision>; a name
     like ``fp32-bias`` exports that precision with the ``bias`` attention graph, ``fp32-traced`` the
-    ``gqa`` graph through the traced export (default: ``gqa``, streamed)."""
+    ``gqa`` graph through the traced export, ``fp32-bias-traced`` both (default: ``gqa``, streamed)."""
     from ministral_ros.export.exporter import export_model
     src = write_random_checkpoint(root / 'src', shape, seed=seed)
     folders = {'src': src}
     for name in precisions:
         precision, _, variant = name.partition('-')
-        attention = 'bias' if variant == 'bias' else 'gqa'
+        attention = 'bias' if variant.startswith('bias') else 'gqa'
         export_model(src, root / name, precision, attention=attention,
-                     method='traced' if variant == 'traced' else 'auto')
+                     method='traced' if variant.endswith('traced') else 'auto')
         folders[name] = root / name
     return folders
 

@@ -400,3 +400,75 @@ def test_streamed_export_states_its_needs_up_front(interleaved, tmp_path, caplog
     assert 'disk ~6.4 GiB' in describe_streamed_needs(hub_8b, 'int4')
     assert 'disk ~6.2 GiB' in describe_streamed_needs(hub_8b, 'int4', FAST_INT4)
     assert 'disk ~29.9 GiB' in describe_streamed_needs(hub_8b, 'fp32')
+
+
+# ------------------------------------------------------------------ the bias graph, streamed
+@pytest.fixture(scope='module')
+def bias_folders(tmp_path_factory):
+    """The interleaved and uniform checkpoints with the bias graph: traced (the reference) and streamed."""
+    out = {}
+    for name, shape, seed in (('interleaved', INTERLEAVED, 0), ('uniform', UNIFORM, 1)):
+        root = tmp_path_factory.mktemp(f'bias_{name}')
+        folders = build(root, shape, ('fp32-bias-traced', 'fp16-bias-traced'), seed=seed)
+        for precision in ('fp32', 'fp16'):
+            export_streaming(folders['src'], root / f'stream-{precision}', precision, attention='bias')
+            folders[f'stream-{precision}'] = root / f'stream-{precision}'
+        out[name] = folders
+    return out
+
+
+@pytest.mark.parametrize('fixture', ['interleaved', 'uniform'])
+def test_streamed_bias_graph_matches_the_traced_one_step_by_step(bias_folders, fixture):
+    folders = bias_folders[fixture]
+    ids = random_ids(STEPS, 256, seed=3)
+    assert _max_step_diff(folders['fp32-bias-traced'], folders['stream-fp32'], ids) <= SAME_GRAPH_TOLERANCE
+    assert _max_step_diff(folders['fp16-bias-traced'], folders['stream-fp16'], ids[:3 * WINDOW]) <= 1e-3
+
+
+def test_streamed_bias_graph_matches_transformers_and_its_greedy_answer(bias_folders):
+    folders = bias_folders['interleaved']
+    model = reference_model(folders['src'])
+    assert _max_reference_diff(folders['stream-fp32'], model, random_ids(STEPS, 256, seed=6)) <= REFERENCE_TOLERANCE
+    engine = Engine.load(folders['stream-fp32'], 'cpu', threads=1, prefill_chunk=5)
+    assert engine.manifest.attention == 'bias'
+    prompt = random_ids(2 * WINDOW + 3, 256, seed=4)
+    result = engine.generate(prompt, GenerationConfig(max_new_tokens=WINDOW + 5))
+    assert result.token_ids == reference_greedy(model, prompt, WINDOW + 5)
+
+
+def test_streamed_bias_graph_keeps_the_contract_and_standard_operators(bias_folders):
+    """Same inputs, outputs and manifest as the traced bias export; only standard ONNX operators (the point of
+    the bias graph: any ONNX runtime); weights outside the graph proto; the ONNX checker passes."""
+    import onnx
+    for folders in bias_folders.values():
+        for precision in ('fp32', 'fp16'):
+            traced = verify_model_dir(folders[f'{precision}-bias-traced'])
+            streamed = verify_model_dir(folders[f'stream-{precision}'])
+            assert (streamed.inputs, streamed.outputs) == (traced.inputs, traced.outputs)
+            assert (streamed.architecture, streamed.bias_groups, streamed.layer_groups, streamed.attention,
+                    streamed.kv_dtype) == (traced.architecture, traced.bias_groups, traced.layer_groups,
+                                           traced.attention, traced.kv_dtype)
+            graph = folders[f'stream-{precision}'] / 'model.onnx'
+            assert graph.stat().st_size < 64 * 1024
+            onnx.checker.check_model(str(graph))
+            assert {node.domain for node in onnx.load(str(graph), load_external_data=False).graph.node} == {''}
+
+
+@pytest.mark.parametrize('precision', ['int4', 'int8'])
+def test_streamed_bias_graph_quantized_equals_the_traced_one(bias_folders, precision, tmp_path):
+    """The same quantized bytes as the traced bias export, so the same logits (the gqa graph's test above checks
+    the bytes; here the logits of the whole graph)."""
+    src = bias_folders['interleaved']['src']
+    export_model(src, tmp_path / 'traced', precision, attention='bias', method='traced')
+    manifest = export_model(src, tmp_path / 'streamed', precision, attention='bias')
+    assert manifest.source['exporter'] == 'streaming' and manifest.attention == 'bias'
+    assert _max_step_diff(tmp_path / 'traced', tmp_path / 'streamed', random_ids(3 * WINDOW, 256, seed=12)) \
+        <= SAME_GRAPH_TOLERANCE
+
+
+def test_bias_graph_has_no_int8_kv_cache(bias_folders, tmp_path):
+    from ministral_ros.export.kv_int8 import KvCalibration
+    with pytest.raises(ExportError, match='use attention gqa'):
+        export_streaming(bias_folders['uniform']['src'], tmp_path / 'out', 'fp32', attention='bias', kv_cache='int8',
+                         calibration=KvCalibration(token_ids=((5, 6, 7),)))
+    assert not (tmp_path / 'out').exists()

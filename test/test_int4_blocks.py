@@ -137,7 +137,7 @@ def test_the_default_recipe_and_block_128(checkpoint, tmp_path):
 
 def test_traced_export_refuses_another_int4_recipe(checkpoint, tmp_path):
     with pytest.raises(ExportError, match='use --method streamed'):
-        export_model(checkpoint, tmp_path / 'out', 'int4', attention='bias', int4=FAST_INT4)
+        export_model(checkpoint, tmp_path / 'out', 'int4', attention='bias', method='traced', int4=FAST_INT4)
 
 
 def test_cli_int4_options(checkpoint, tmp_path, capsys):

@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'com.microsoft contrib ops)')
     parser.add_argument('--method', choices=('auto', 'streamed', 'traced'), default='auto',
                         help="'streamed' builds the graph directly and copies weights one tensor at a time (never "
-                             "holds the model; gqa only); 'traced' traces the loaded model through optimum (needs "
-                             "about 3x the weights in RAM); 'auto' (default): streamed for gqa, traced for bias")
+                             "holds the model; reads Mistral's consolidated layout too); 'traced' traces the loaded "
+                             "model through optimum (needs about 3x the weights in RAM); 'auto' (default): streamed")
     parser.add_argument('--int4-block', type=int, choices=(32, 64, 128), default=None,
                         help="int4 block size: 32 (default: symmetric, what onnxruntime's quantizer writes), 64 or "
                              '128 (asymmetric with a searched range, streamed export only: decode reads 17%% / 25%% '

@@ -1,11 +1,11 @@
 """Export a Mistral/Ministral Hugging Face checkpoint folder to an engine model folder.
 
-Two methods (``export_model(method=...)``, ``ministral-ros export --method``): the default for the
-``gqa`` graph is the STREAMED export (streaming_export.py), which builds the graph directly and copies
+Two methods (``export_model(method=...)``, ``ministral-ros export --method``): the default for both
+attention graphs is the STREAMED export (streaming_export.py), which builds the graph directly and copies
 the weights tensor by tensor, so it never holds the model (peak RSS under 1 GiB for Ministral 8B's
 shape); it also reads Mistral's own ``consolidated.safetensors`` layout. The TRACED export below loads
-the model with transformers and traces it through optimum; it builds the ``bias`` graph, and the
-``gqa`` graph with ``method='traced'`` (the reference the streamed export is tested against).
+the model with transformers and traces it through optimum (``method='traced'``): the reference the
+streamed export is tested against.
 
 Traced pipeline (each step logs progress and its duration):
 
@@ -262,9 +262,9 @@ def export_model(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp3
     """Export ``src_dir`` (checkpoint folder) to ``out_dir`` (engine model folder); see the module docstring.
     ``attention``: ``gqa`` (onnxruntime's fused GroupQueryAttention, KV written in place; see
     gqa_cache.py) or ``bias`` (standard ONNX ops, per-layer past lengths and a ring for sliding
-    layers; see kv_cache.py). ``method``: ``streamed`` (streaming_export.py: never holds the model;
-    ``gqa`` only, and the only one that reads Mistral's own layout), ``traced`` (this module: the model
-    traced through optimum) or ``auto`` (streamed for ``gqa``, traced for ``bias``). ``int4``: an
+    layers; see kv_cache.py). ``method``: ``streamed`` (streaming_export.py: never holds the model; the
+    only one that reads Mistral's own layout), ``traced`` (this module: the model traced through optimum)
+    or ``auto`` (streamed). ``int4``: an
     ``Int4Recipe`` (quantized_matmul.py) for int4 exports; None is its default (block 32, the output matrix
     in int4 too), the only recipe of the traced path."""
     src, out = Path(src_dir), Path(out_dir)
@@ -274,16 +274,14 @@ def export_model(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp3
         raise ExportError(f'attention must be one of {", ".join(ATTENTION_KINDS)}, got {attention!r}')
     if method not in EXPORT_METHODS:
         raise ExportError(f'method must be one of {", ".join(EXPORT_METHODS)}, got {method!r}')
-    if method == 'streamed' and attention != 'gqa':
-        raise ExportError('the streamed export builds the gqa graph only: use --attention gqa, or --method traced')
-    if method != 'traced' and attention == 'gqa':
+    if method != 'traced':
         from ministral_ros.export.streaming_export import export_streaming
-        return export_streaming(src, out, precision, layer_pattern=layer_pattern, overwrite=overwrite, int4=int4)
+        return export_streaming(src, out, precision, layer_pattern=layer_pattern, overwrite=overwrite, int4=int4,
+                                attention=attention)
     from ministral_ros.export.quantized_matmul import Int4Recipe
     if precision == 'int4' and int4 not in (None, Int4Recipe()):
         raise ExportError("the traced export quantizes int4 with onnxruntime's quantizer (block 32, the output matrix "
-                          'in int4 too); for another block size or an int8 output matrix use --method streamed '
-                          '(--attention gqa)')
+                          'in int4 too); for another block size or an int8 output matrix use --method streamed')
     config = _read_source_config(src)
     windows, origin = resolve_layer_windows(config, layer_pattern)
     config['max_position_embeddings'] = context_length(config, layer_pattern)

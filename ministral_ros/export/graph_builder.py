@@ -49,8 +49,8 @@ MS_DOMAIN = 'com.microsoft'
 QUANTIZED = ('int4', 'int8')
 
 
-def rope_tables(config: dict, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """cos/sin ``[max_position_embeddings, D/2]`` for transformers' default RoPE (see the module docstring)."""
+def inverse_frequencies(config: dict) -> np.ndarray:
+    """RoPE's ``inv_freq = 1 / theta^(2j/D)`` ``[D/2]`` in float32, as transformers' default RoPE computes it."""
     scaling = config.get('rope_scaling')
     if scaling and (scaling.get('rope_type') or scaling.get('type')) not in (None, 'default'):
         raise ExportError(f'rope_scaling {scaling} is not supported by the streaming export; use the traced export')
@@ -58,7 +58,12 @@ def rope_tables(config: dict, dtype) -> tuple[np.ndarray, np.ndarray]:
     head_dim = int(config.get('head_dim') or int(config['hidden_size']) // heads)
     theta = np.float32(config.get('rope_theta', 10000.0))
     exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
-    inv_freq = (np.float32(1.0) / np.power(theta, exponents, dtype=np.float32)).astype(np.float32)
+    return (np.float32(1.0) / np.power(theta, exponents, dtype=np.float32)).astype(np.float32)
+
+
+def rope_tables(config: dict, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """cos/sin ``[max_position_embeddings, D/2]`` for transformers' default RoPE (see the module docstring)."""
+    inv_freq = inverse_frequencies(config)
     positions = np.arange(int(config.get('max_position_embeddings') or 32768), dtype=np.float64)
     angles = positions[:, None] * inv_freq.astype(np.float64)[None, :]
     return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
@@ -66,7 +71,10 @@ def rope_tables(config: dict, dtype) -> tuple[np.ndarray, np.ndarray]:
 
 class GqaGraphBuilder:
     """Builds the ``gqa`` step graph of ``checkpoint`` (see the module docstring); ``build`` returns the
-    ``ModelProto`` whose initializers all live in ``writer``'s file."""
+    ``ModelProto`` whose initializers all live in ``writer``'s file. bias_graph_builder.py derives the
+    ``bias`` graph from it (attention, norms and I/O differ; weights and precisions are shared)."""
+
+    graph_name = 'ministral_gqa_step'
 
     def __init__(self, checkpoint: Checkpoint, windows: list[int | None], precision: str,
                  writer: ExternalDataWriter, int4: Int4Recipe | None = None) -> None:
@@ -224,11 +232,14 @@ class GqaGraphBuilder:
                 outputs.append(helper.make_tensor_value_info(f'present.{index}.{kind}', self.elem, shape))
         return inputs, outputs
 
-    def build(self) -> onnx.ModelProto:
-        """Emit every node, writing each layer's weights as its nodes are emitted; returns the model."""
+    def _rope_tables(self) -> None:
+        """``rope.cos`` / ``rope.sin``, the RotaryEmbedding node's tables."""
         cos, sin = rope_tables(self.checkpoint.config, self.dtype)
         self.initializers += [self.writer.add_array('rope.cos', cos), self.writer.add_array('rope.sin', sin)]
-        del cos, sin
+
+    def build(self) -> onnx.ModelProto:
+        """Emit every node, writing each layer's weights as its nodes are emitted; returns the model."""
+        self._rope_tables()
         normed, residual = self._embedding()
         started = time.perf_counter()
         for index in range(len(self.windows)):
@@ -237,7 +248,7 @@ class GqaGraphBuilder:
                         time.perf_counter() - started, self.writer.offset / 1024 ** 3)
         self._head(normed)
         inputs, outputs = self._io()
-        graph = helper.make_graph(self.nodes, 'ministral_gqa_step', inputs, outputs, self.initializers)
+        graph = helper.make_graph(self.nodes, self.graph_name, inputs, outputs, self.initializers)
         model = helper.make_model(graph, producer_name='ministral_ros.streaming_export', ir_version=IR_VERSION,
                                   opset_imports=[helper.make_opsetid('', OPSET), helper.make_opsetid(MS_DOMAIN, 1)])
         return model

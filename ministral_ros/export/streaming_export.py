@@ -1,14 +1,15 @@
 """Export a checkpoint to an engine model folder WITHOUT loading or tracing the model (issue 12).
 
-``export_streaming(src, out, precision)`` writes the same model folder as ``export_model(...,
-attention='gqa')`` (exporter.py): ``model.onnx`` + ``model.onnx_data``, ``config.json``,
-``generation_config.json`` (when the source has one), ``tokenizer.json`` (copied, or converted from
-``tekken.json``) and ``manifest.json``. The pipeline:
+``export_streaming(src, out, precision, attention=...)`` writes the same model folder as the traced
+``export_model(..., method='traced')`` with that attention graph (exporter.py): ``model.onnx`` +
+``model.onnx_data``, ``config.json``, ``generation_config.json`` (when the source has one),
+``tokenizer.json`` (copied, or converted from ``tekken.json``) and ``manifest.json``. The pipeline:
 
 1. ``open_checkpoint`` (checkpoint_reader.py) reads the safetensors headers only, in the Hugging Face
    layout or Mistral's consolidated one, and gives a Hugging Face style config;
 2. ``resolve_layer_windows`` (exporter.py) decides every layer's window, exactly as the traced export;
-3. ``GqaGraphBuilder`` (graph_builder.py) emits the step graph layer by layer with ``onnx.helper``;
+3. ``GqaGraphBuilder`` (graph_builder.py) or, for the ``bias`` graph, ``BiasGraphBuilder``
+   (bias_graph_builder.py) emits the step graph layer by layer with ``onnx.helper``;
    each weight is read (memory-mapped, one tensor or block at a time), converted and appended to
    ``model.onnx_data`` (weight_writer.py) as its node is emitted;
 4. the small graph proto (references only) is serialized, and the manifest written with checksums;
@@ -40,6 +41,7 @@ from ministral_ros.export.exporter import (
     package_versions,
     resolve_layer_windows,
 )
+from ministral_ros.export.bias_graph_builder import BiasGraphBuilder
 from ministral_ros.export.graph_builder import GqaGraphBuilder
 from ministral_ros.export.kv_int8 import check_kv_cache_option, KvCalibration, quantize_kv_cache
 from ministral_ros.export.quantized_matmul import INT4_BLOCK, Int4Recipe
@@ -50,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 STREAMED_PRECISIONS = ('fp32', 'fp16', 'int8', 'int4')
 STREAMED_PACKAGES = ('ministral_ros', 'onnx', 'onnxruntime', 'numpy')
+BUILDERS = {'gqa': GqaGraphBuilder, 'bias': BiasGraphBuilder}
 
 
 def _prepare_output(out: Path, overwrite: bool) -> None:
@@ -77,10 +80,10 @@ def _write_side_files(checkpoint: Checkpoint, out: Path) -> list[str]:
 
 
 def _write_graph(checkpoint: Checkpoint, windows: list[int | None], precision: str, out: Path,
-                 int4: Int4Recipe) -> tuple[tuple[str, ...], tuple[str, ...]]:
+                 int4: Int4Recipe, attention: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """model.onnx_data (weights, streamed) and model.onnx (references only); returns the graph's I/O names."""
     with ExternalDataWriter(out / EXTERNAL_DATA_FILE) as writer:
-        model = GqaGraphBuilder(checkpoint, windows, precision, writer, int4).build()
+        model = BUILDERS[attention](checkpoint, windows, precision, writer, int4).build()
     (out / GRAPH_FILE).write_bytes(model.SerializeToString())
     return tuple(value.name for value in model.graph.input), tuple(value.name for value in model.graph.output)
 
@@ -120,15 +123,22 @@ def describe_streamed_needs(config: dict, precision: str, int4: Int4Recipe | Non
 
 def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp32', *,
                      layer_pattern: str = 'auto', overwrite: bool = False, int4: Int4Recipe | None = None,
-                     kv_cache: str = 'float', calibration: KvCalibration | None = None) -> Manifest:
-    """Export ``src_dir`` (HF or Mistral layout) to ``out_dir`` with the ``gqa`` graph; see the module docstring.
+                     kv_cache: str = 'float', calibration: KvCalibration | None = None,
+                     attention: str = 'gqa') -> Manifest:
+    """Export ``src_dir`` (HF or Mistral layout) to ``out_dir`` with the ``attention`` graph (``gqa``: onnxruntime's
+    GroupQueryAttention, or ``bias``: standard ONNX ops only); see the module docstring.
     ``int4``: how an int4 export quantizes (quantized_matmul.py; default ``Int4Recipe()``). ``kv_cache``:
     ``float`` (float32, or float16 at fp16) or ``int8`` (kv_int8.py), calibrated on ``calibration`` (required
     then; ``commands.export.node_prompt_calibration()`` gives the node's real prompt with sample commands)."""
     int4 = int4 or Int4Recipe()
     if precision not in STREAMED_PRECISIONS:
         raise ExportError(f'precision must be one of {", ".join(STREAMED_PRECISIONS)}, got {precision!r}')
+    if attention not in BUILDERS:
+        raise ExportError(f'attention must be one of {", ".join(BUILDERS)}, got {attention!r}')
     check_kv_cache_option(kv_cache, precision)
+    if kv_cache == 'int8' and attention != 'gqa':
+        raise ExportError('an int8 KV cache is onnxruntime GroupQueryAttention\'s quantized cache: use attention gqa '
+                          '(the bias graph keeps a float KV cache)')
     if (calibration is not None) != (kv_cache == 'int8'):
         raise ExportError('a KV calibration applies to kv_cache int8 only (--kv-cache int8), and kv_cache int8 needs '
                           "one: commands.export.node_prompt_calibration() renders the node's real prompt")
@@ -142,7 +152,7 @@ def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 
                 describe_streamed_needs(checkpoint.config, precision, int4))
     _prepare_output(out, overwrite)
     try:
-        graph_inputs, graph_outputs = _write_graph(checkpoint, windows, precision, out, int4)
+        graph_inputs, graph_outputs = _write_graph(checkpoint, windows, precision, out, int4, attention)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # no half-written folder that looks like a model
         raise
@@ -151,7 +161,7 @@ def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 
     manifest = Manifest(
         architecture=architecture_for(checkpoint.config, windows), precision=precision, graph_file=GRAPH_FILE,
         kv_dtype='float16' if precision == 'fp16' else 'float32', inputs=graph_inputs, outputs=graph_outputs,
-        bias_groups=tuple(groups), layer_groups=tuple(groups.index(group_name(w)) for w in windows), attention='gqa',
+        bias_groups=tuple(groups), layer_groups=tuple(groups.index(group_name(w)) for w in windows), attention=attention,
         files={}, versions=package_versions(STREAMED_PACKAGES),
         source={'path': str(checkpoint.src.resolve()), 'layout': checkpoint.layout, 'layer_windows_origin': origin,
                 'opset': DEFAULT_OPSET, 'exporter': 'streaming', **(int4.describe() if precision == 'int4' else {})})
