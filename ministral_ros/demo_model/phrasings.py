@@ -203,6 +203,12 @@ def load_phrasings(path: str | Path = DEFAULT_PHRASINGS) -> Phrasings:
         raise PhrasingsError(f'{path}: {error}') from None
 
 
+def _check_intents(path: Path, names, phrasings: Phrasings) -> None:
+    unknown = sorted(set(map(str, names)) - set(phrasings.intents))
+    if unknown:
+        raise PhrasingsError(f'{path}: unknown intents {unknown}; known: {sorted(phrasings.intents)}')
+
+
 def _load_overlay(path: Path, data: dict) -> Phrasings:
     """The base file named by ``extends`` with the overlay's ``train`` templates appended per intent."""
     extra = sorted(set(map(str, data)) - {'extends', 'train'})
@@ -214,9 +220,7 @@ def _load_overlay(path: Path, data: dict) -> Phrasings:
     if 'extends' in base:
         raise PhrasingsError(f'{path}: extends {base_path}, itself an overlay; extend a whole phrasings file')
     phrasings = load_phrasings(base_path)
-    unknown = sorted(set(map(str, data['train'])) - set(phrasings.intents))
-    if unknown:
-        raise PhrasingsError(f'{path}: unknown intents {unknown}; known: {sorted(phrasings.intents)}')
+    _check_intents(path, data['train'], phrasings)
     try:
         intents = dict(phrasings.intents)
         for name, templates in data['train'].items():
@@ -243,9 +247,7 @@ def with_heldout(phrasings: Phrasings, path: str | Path) -> Phrasings:
         raise PhrasingsError(f'{path}: cannot read it as UTF-8 YAML: {error}') from None
     if not isinstance(data, dict) or not isinstance(data.get('intents'), dict) or not data['intents']:
         raise PhrasingsError(f'{path}: expected a mapping with `intents: {{name: [templates]}}`')
-    unknown = sorted(set(map(str, data['intents'])) - set(phrasings.intents))
-    if unknown:
-        raise PhrasingsError(f'{path}: unknown intents {unknown}; known: {sorted(phrasings.intents)}')
+    _check_intents(path, data['intents'], phrasings)
     try:
         intents = dict(phrasings.intents)
         for name, templates in data['intents'].items():

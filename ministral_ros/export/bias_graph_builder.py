@@ -44,14 +44,11 @@ class BiasGraphBuilder(GqaGraphBuilder):
         self.initializers.append(self.writer.add_array(name, values))
         return name
 
-    def _rms_norm_standard(self, data: str, weight: str, name: str) -> str:
-        self._rms_norm(data, weight, name)
-        return f'{name}.out'
-
     def _skip_norm(self, data: str, residual: str, weight: str, name: str) -> tuple[str, str]:
         """``residual + data`` and its RMSNorm, in standard ops (onnxruntime fuses them when it can)."""
         self._node('Add', [residual, data], [f'{name}.sum'], f'{name}.sum')
-        return self._rms_norm_standard(f'{name}.sum', weight, name), f'{name}.sum'
+        self._rms_norm(f'{name}.sum', weight, name)
+        return f'{name}.out', f'{name}.sum'
 
     def _embedding(self) -> tuple[str, str]:
         self._rope_angles()
