@@ -16,7 +16,8 @@ ONNX runtime runs it), the computation ``StepGraph.forward`` traces, written out
                -> scores against the past and against the new keys, Concat -> (float32) + tiled bias
                -> Softmax -> split at P -> @ past values + @ new values -> [B, S, H*D] -> MatMul(o) -> Add
                -> RMSNorm -> MatMul(gate/up fused) -> SiLU(gate) * up -> MatMul(down) -> Add
-    Gather(last position) -> RMSNorm -> MatMul(lm_head) -> Cast(float32) = logits
+               -> RMSNorm (the next layer's input norm, or the final norm)
+    Gather(last position) -> MatMul(lm_head) -> Cast(float32) = logits
 
 The weights, precisions and quantization are ``GqaGraphBuilder``'s (graph_builder.py), so the memory bound
 is the same: one weight block at a time, whatever the layer count. The RoPE angles are computed in the

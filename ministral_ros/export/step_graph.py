@@ -38,7 +38,8 @@ Two attention graphs share the weights, RoPE and MLP above (``ministral-ros expo
   inside the kernel) reading and writing a head-major buffer in place; sliding layers use a shifted
   buffer instead of a ring, because the kernel derives positions from row indices (gqa_cache.py).
   Needs onnxruntime's contrib ops (every onnxruntime build has them, CPU and CUDA).
-* ``bias`` (``StepGraph``): standard ONNX ops only (any ONNX runtime), per-layer past lengths,
+* ``bias`` (``StepGraph``; the streamed export writes the same graph directly, bias_graph_builder.py):
+  standard ONNX ops only (any ONNX runtime), per-layer past lengths,
   sliding-layer rings, visibility from the ``attention_bias`` inputs (kv_cache.py). About 50 nodes
   per layer after onnxruntime's fusions where gqa has about 15, which decides decode speed when the
   work per node is small: on an H200 (8-layer hidden-512 model, fp16) onnxruntime's own run call
