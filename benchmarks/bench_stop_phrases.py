@@ -9,17 +9,18 @@ microphone has; pocketsphinx misbehaves on digital silence) and ``snr10`` (white
 the speech's RMS level). Run:
 
     .venv/bin/python benchmarks/bench_stop_phrases.py [--conditions clean snr10] [--json]
-        [--phrases tune|heldout|fresh|fresh2|fresh3|fresh4|fresh5] [--speeds 140 175] [--seed 0] [--cache /tmp/stop_renderings]
+        [--phrases tune|heldout|fresh|fresh2|...] [--speeds 140 175] [--seed 0] [--cache /tmp/stop_renderings]
 
 Phrase sets (config/stop_eval_phrases.yaml), so that thresholds are fitted on one and reported on
 another: ``tune`` (the stop thresholds were fitted on it at 130 and 160 words per minute, noise seeds
 from 1000), ``heldout`` (never looked at while tuning; the README's pocketsphinx figures, at 140 and
-175 words per minute, seeds from 0) and ``fresh`` to ``fresh5`` (for the learned stop detector,
+175 words per minute, seeds from 0) and ``fresh`` to ``fresh6`` (for the learned stop detector,
 each written before any detector ran on it; see the file's header). The default stop phrases are in
 every set.
 
-Outcome of a stop utterance: ``stop`` (a stop transcript was published), ``motion`` (a transcript
-holding a motion verb was published instead) or ``other`` (nothing, or a non-motion command).
+Outcome of an utterance: ``stop`` (a stop transcript was published), ``motion`` (a transcript holding a
+motion verb was published instead), ``withheld`` (the detector vetoed a stop whose transcript held a stop
+word: nothing published) or ``other`` (nothing else, or a non-motion command).
 The learned stop detector of ``stop.detector`` takes part as configured (``--set stop.detector=''``
 measures the recognisers alone); failures print its last score of the utterance.
 Latency: stream time of the stop transcript less the end of the speech in the recording (the last
@@ -58,7 +59,7 @@ BLOCK = 512
 
 @dataclass
 class Tally:
-    outcomes: dict[str, int] = field(default_factory=lambda: {'stop': 0, 'motion': 0, 'other': 0})
+    outcomes: dict[str, int] = field(default_factory=lambda: {'stop': 0, 'motion': 0, 'withheld': 0, 'other': 0})
     latencies: list[float] = field(default_factory=list)
     early: int = 0
     failures: list[str] = field(default_factory=list)
@@ -96,12 +97,12 @@ def run_one(pipeline: SpeechPipeline, events: list[TranscriptEvent], samples: np
     return [e for e in events if e.final]
 
 
-def outcome(finals: list[TranscriptEvent]) -> str:
+def outcome(finals: list[TranscriptEvent], withheld: bool) -> str:
     if any(e.stop for e in finals):
         return 'stop'
     if any(MOTION_WORDS & set(words_of(e.text)) for e in finals):
         return 'motion'
-    return 'other'
+    return 'withheld' if withheld else 'other'
 
 
 def measure(condition: str, spoken: dict[tuple[str, str, int], np.ndarray],
@@ -113,16 +114,17 @@ def measure(condition: str, spoken: dict[tuple[str, str, int], np.ndarray],
     tallies = {'stop': Tally(), 'command': Tally()}
     for index, ((text, voice, rate), speech) in enumerate(spoken.items()):
         samples, end_s = recording(speech, condition, seed=seed + index)
+        withheld_before = getattr(pipeline.recognizer, 'withheld', 0)
         finals = run_one(pipeline, events, samples)
         kind = 'stop' if text in stops else 'command'
         tally = tallies[kind]
-        result = outcome(finals)
+        result = outcome(finals, getattr(pipeline.recognizer, 'withheld', 0) > withheld_before)
         tally.outcomes[result] += 1
         record = getattr(pipeline.recognizer, 'last_stop', None)
         if result == 'stop' and record is not None:
             tally.reasons[record.reason.value + (' early' if record.early else '')] += 1
         heard = ' | '.join(e.text for e in finals) or '(nothing)'
-        if (kind == 'stop') != (result == 'stop'):
+        if (kind == 'stop') != (result == 'stop') or result == 'withheld':
             why = f', {record.reason.value}{" early" if record.early else ""}' if result == 'stop' and record else ''
             scorer = getattr(pipeline.recognizer, 'scorer', None)
             scored = scorer.last if scorer is not None and scorer.last is not None else None
@@ -172,10 +174,12 @@ def summary(condition: str, tallies: dict[str, Tally]) -> dict[str, object]:
         'stop_utterances': stop_total,
         'stop_rate': stop.outcomes['stop'] / stop_total,
         'stop_to_motion': stop.outcomes['motion'],
+        'stop_to_withheld': stop.outcomes['withheld'],
         'stop_to_other': stop.outcomes['other'],
         'early_stops': stop.early,
         'command_utterances': command_total,
         'false_stop_rate': command.outcomes['stop'] / command_total,
+        'withheld_command_rate': command.outcomes['withheld'] / command_total,
         'latency_median_ms': 1000 * statistics.median(latencies) if latencies else None,
         'latency_p90_ms': 1000 * latencies[int(0.9 * (len(latencies) - 1))] if latencies else None,
         'latency_max_ms': 1000 * latencies[-1] if latencies else None,
@@ -207,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{condition}: {result['stop_rate']:.1%} of {result['stop_utterances']} stop utterances became a stop "
               f"({result['early_stops']} before the utterance ended), {result['stop_to_motion']} became motion, "
-              f"{result['stop_to_other']} something else; false stops on {result['command_utterances']} commands: "
-              f"{result['false_stop_rate']:.1%}; stop latency from the end of speech: median "
+              f"{result['stop_to_withheld']} withheld, {result['stop_to_other']} something else; false stops on "
+              f"{result['command_utterances']} commands: {result['false_stop_rate']:.1%} (withheld: "
+              f"{result['withheld_command_rate']:.1%}); stop latency from the end of speech: median "
               f"{result['latency_median_ms']:.0f} ms, p90 {result['latency_p90_ms']:.0f} ms, "
               f"max {result['latency_max_ms']:.0f} ms", flush=True)
         print(f"  decided by: stops {result['stop_reasons']}, false stops {result['false_stop_reasons']}")

@@ -50,8 +50,9 @@ def test_recogniser_stop_evidence_stands_unless_the_score_is_below_its_veto(evid
     assert decide(None, **evidence).stop, 'an unknown score changes nothing'
     assert decide(veto, **evidence).stop, 'the veto is strictly below its level'
     assert decide(0.6, **evidence).stop
-    assert decide(veto - 0.001, **evidence) == NOT_STOP
-    assert decide(0.0, **evidence) == NOT_STOP
+    vetoed = decide(veto - 0.001, **evidence)
+    assert not vetoed.stop and vetoed.vetoed and vetoed.reason != StopReason.NONE
+    assert decide(0.0, **evidence).vetoed
     no_veto = decide_stop(StopEvidence(stop_score=0.0, **evidence), DETECTOR, STOP_WORDS,
                           learned=LearnedRule(threshold=0.9, veto_below=0.0, veto_doubt_below=0.0))
     assert no_veto.stop, 'vetoes of 0 never overrule'
@@ -122,6 +123,7 @@ class _EarlySpotter:
 
     sample_rate = 16000
     config = SpotterConfig(learned=RULE)
+    stop_words = STOP_WORDS
 
     def __init__(self) -> None:
         self.last_margin = None
@@ -170,6 +172,23 @@ def test_an_early_stop_needs_a_confident_score(score, early, text):
     assert recognizer.finished_with_stop == (text == 'cancel')
     if early:
         assert recognizer.last_stop.early and recognizer.last_stop.score == score
+
+
+@pytest.mark.parametrize('score, text, withheld', [(0.001, '', 1), (0.3, 'cancel', 0), (None, 'cancel', 0)])
+def test_a_vetoed_stop_never_reaches_the_planner_as_a_command(score, text, withheld, caplog):
+    """The detector vetoes the stop (0.001), but the command transcript still says "stop": the utterance is
+    withheld (nothing published, counted, logged), not passed on as "stop then go to the kitchen". Above the
+    veto (0.3) the spotter's "cancel" stands, and so it does with an unknown score."""
+    recognizer = StopFirstRecognizer(ScriptedInner('stop then go to the kitchen'), _EarlySpotter(),
+                                     _FixedScorer(score))
+    recognizer.start()
+    with caplog.at_level(logging.INFO, logger='ministral_ros.speech.stop_first'):
+        result = recognizer.finish()
+    assert (result.text, recognizer.withheld, recognizer.finished_with_stop) == (text, withheld, bool(text))
+    assert ('utterance withheld' in caplog.text) == bool(withheld)
+    plain = StopFirstRecognizer(ScriptedInner('go to the kitchen'), _EarlySpotter(), _FixedScorer(0.001))
+    plain.start()
+    assert plain.finish().text == 'go to the kitchen' and plain.withheld == 0, 'a vetoed stop without a stop word'
 
 
 def test_early_min_score_sets_the_early_bar():

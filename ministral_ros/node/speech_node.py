@@ -171,6 +171,7 @@ class SpeechNode(Node):
             'last_stop_score': '' if scored is None or scored.score is None else f'{scored.score:.4f}',
             'stop_detections': stats.stops,
             'early_stops': stats.early_stops,
+            'withheld_utterances': getattr(self.pipeline.recognizer, 'withheld', 0),
             'last_stop': (f'{record.phrase} ({record.reason.value}{", early" if record.early else ""})'
                           if record else ''),
             'last_stop_latency_ms': f'{stats.last_stop_latency_s * 1000:.0f}',

@@ -37,6 +37,11 @@ stop, ``StopEvidence.stop_score``), the recognisers' evidence is weighed against
   development renderings scored 0.061 ("stop moving" at 10 dB SNR heard as "halt and move to"), 2x
   above the veto. On ``fresh4`` one stop fell to it: "hey you stop" heard as "thank you and stop",
   scored 0.015 (published as that transcript: no motion, but no stop either; README "Stops come first");
+- a veto never lets a stop word through to the planner: when the transcript that would go on as a command
+  still holds an unambiguous stop word ("stop then leave", the spotter's and the command recogniser's
+  reading of espeak's "stop this", vetoed at 0.0025 on ``fresh5``), the utterance is withheld, neither a
+  stop nor a command (``StopFirstRecognizer``; counted and logged). A stop the detector wrongly vetoes can
+  then not become motion through the stop word the recognisers did hear;
 - a stop the spotter hears before the utterance ends is published then only when the audio so far
   scores at least ``early_min`` (0.99; 0 means the threshold): the beginning of "start the washing
   machine" or "put on..." sounds like "stop" / "hold on" to the spotter, and a stop that waits is
@@ -122,6 +127,7 @@ class StopDecision:
     stop: bool
     phrase: str = ''                     # the stop phrase to publish (one of the configured phrases)
     reason: StopReason = StopReason.NONE
+    vetoed: bool = False                 # the recognisers heard a stop (``reason``); the learned score overruled it
 
 
 NOT_STOP = StopDecision(False)
@@ -152,7 +158,9 @@ def decide_stop(evidence: StopEvidence, detector: StopDetector, stop_words: froz
         return decision
     if score >= learned.threshold:
         return decision if decision.stop else StopDecision(True, _default_phrase(detector), StopReason.LEARNED)
-    return NOT_STOP if decision.stop and learned.vetoes(decision.reason, score) else decision
+    if decision.stop and learned.vetoes(decision.reason, score):
+        return StopDecision(False, '', decision.reason, vetoed=True)
+    return decision
 
 
 def _default_phrase(detector: StopDetector) -> str:

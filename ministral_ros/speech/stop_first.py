@@ -7,7 +7,10 @@ a stop is returned as the configured stop phrase ("stop", "emergency stop") with
 when the spotter finds no stop is the command recogniser's transcript decoded, and checked once
 more (an unambiguous stop word in it, or a grammar search that ended outside any command while the
 spotter's margin leaves doubt, still makes a stop). ``early_stop`` hands the pipeline a stop
-heard while the user is still speaking.
+heard while the user is still speaking. When the learned detector vetoed the stop evidence but the
+command transcript still holds an unambiguous stop word, the utterance is WITHHELD: an empty transcript
+(the pipeline publishes nothing), counted in ``withheld`` and logged, so a vetoed stop never reaches the
+planner as a command ("stop then leave").
 
 With a ``LearnedStopScorer`` the same audio is also scored by the learned stop detector; its score
 joins the evidence of every decision (stop_decision.py: a high score is a stop, a score near zero
@@ -19,13 +22,17 @@ tells them apart); otherwise the utterance is decided at its end.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import logging
 import time
 
 from ministral_ros.speech.learned_stop import LearnedStopScorer
 from ministral_ros.speech.recognizer import Recognizer, Transcript
 from ministral_ros.speech.stop_decision import StopDecision, StopEvidence, StopReason
+from ministral_ros.speech.stop_phrases import words_of
 from ministral_ros.speech.stop_spotter import StopSpotter
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class StopFirstRecognizer:
         self.sample_rate = inner.sample_rate
         self.last_stop: StopRecord | None = None
         self.finished_with_stop = False        # the last ``finish`` returned a stop
+        self.withheld = 0                      # utterances withheld (a vetoed stop whose transcript holds a stop word)
         self._early: StopDecision | None = None
 
     def start(self) -> None:
@@ -90,10 +98,10 @@ class StopFirstRecognizer:
             self.inner.start()                 # drops the command recogniser's audio undecoded
             return self._stop(self._early, began, early=True)
         score = self._score()
-        decision, _ = self.spotter.finish(score)
-        if decision.stop:
+        spotted, _ = self.spotter.finish(score)
+        if spotted.stop:
             self.inner.start()
-            return self._stop(decision, began, early=False, score=score)
+            return self._stop(spotted, began, early=False, score=score)
         transcript = self.inner.finish()
         evidence = StopEvidence(command_text=transcript.text,
                                 command_complete=bool(getattr(self.inner, 'last_complete', True)),
@@ -102,6 +110,14 @@ class StopFirstRecognizer:
         if decision.stop:
             return self._stop(decision, began, early=False, audio_s=transcript.audio_s, score=score)
         self.finished_with_stop = False
+        held = sorted(self.spotter.stop_words & set(words_of(transcript.text)))
+        if held and (decision.vetoed or spotted.vetoed):
+            self.withheld += 1
+            logger.info('utterance withheld: the transcript %r holds %s but the stop detector vetoed the stop '
+                        '(score %s): neither a stop nor a command is published', transcript.text, held,
+                        'unknown' if score is None else f'{score:.4f}')
+            return Transcript(text='', confidence=0.0, audio_s=transcript.audio_s,
+                              decode_s=time.perf_counter() - began, backend=self.name)
         return Transcript(text=transcript.text, confidence=transcript.confidence, audio_s=transcript.audio_s,
                           decode_s=time.perf_counter() - began, backend=self.name)
 
