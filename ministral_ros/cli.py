@@ -62,4 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    # ``python -m ministral_ros.cli`` runs this file as ``__main__``, a second copy of the module: the commands
+    # raise the CommandError of ``ministral_ros.cli``, which only that module's ``main`` catches.
+    from ministral_ros import cli
+    sys.exit(cli.main())

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from engine_fixtures import build, INTERLEAVED, reference_greedy, reference_model
 from ministral_ros.cli import main
@@ -44,6 +46,11 @@ def test_cli_errors_are_one_line(checkpoint, capsys, tmp_path):
     assert 'does not exist' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(['generate', str(root), '--prompt-ids', '1,x'])
+    # run as ``python -m ministral_ros.cli`` too (bench_8b.py does): one line, exit 2, no traceback
+    completed = subprocess.run([sys.executable, '-m', 'ministral_ros.cli', 'export', str(tmp_path / 'missing'),
+                                str(tmp_path / 'out')], capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 2 and 'Traceback' not in completed.stderr, completed.stderr
+    assert 'ministral-ros export: error:' in completed.stderr
 
 
 def test_bench_json(tmp_path_factory, capsys):
