@@ -40,7 +40,8 @@ def test_training_phrases_never_hold_a_measured_phrase():
     phrases = load_training_phrases()
     sets = eval_phrase_sets()
     assert bench_sets() == sets  # the benchmark measures exactly these
-    measured = {p for name in ('heldout', 'fresh', 'fresh2', 'fresh3', 'fresh4', 'fresh5', 'fresh6') for group in sets[name] for p in group}
+    names = ('heldout', 'fresh', 'fresh2', 'fresh3', 'fresh4', 'fresh5', 'fresh6')
+    measured = {p for name in names for group in sets[name] for p in group}
     assert measured and phrases.exclude == measured
     assert not measured & set(phrases.stops + phrases.commands)
     assert set(STANDARD_STOP_PHRASES) <= set(phrases.stops)

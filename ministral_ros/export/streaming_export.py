@@ -28,6 +28,7 @@ from pathlib import Path
 import shutil
 
 from ministral_ros.engine.manifest import describe_files, Manifest, MANIFEST_NAME
+from ministral_ros.export.bias_graph_builder import BiasGraphBuilder
 from ministral_ros.export.checkpoint_reader import Checkpoint, open_checkpoint
 from ministral_ros.export.exporter import (
     architecture_for,
@@ -41,7 +42,6 @@ from ministral_ros.export.exporter import (
     package_versions,
     resolve_layer_windows,
 )
-from ministral_ros.export.bias_graph_builder import BiasGraphBuilder
 from ministral_ros.export.graph_builder import GqaGraphBuilder
 from ministral_ros.export.kv_int8 import check_kv_cache_option, KvCalibration, quantize_kv_cache
 from ministral_ros.export.quantized_matmul import INT4_BLOCK, Int4Recipe
@@ -137,7 +137,7 @@ def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 
         raise ExportError(f'attention must be one of {", ".join(BUILDERS)}, got {attention!r}')
     check_kv_cache_option(kv_cache, precision)
     if kv_cache == 'int8' and attention != 'gqa':
-        raise ExportError('an int8 KV cache is onnxruntime GroupQueryAttention\'s quantized cache: use attention gqa '
+        raise ExportError("an int8 KV cache is onnxruntime GroupQueryAttention's quantized cache: use attention gqa "
                           '(the bias graph keeps a float KV cache)')
     if (calibration is not None) != (kv_cache == 'int8'):
         raise ExportError('a KV calibration applies to kv_cache int8 only (--kv-cache int8), and kv_cache int8 needs '
@@ -161,7 +161,8 @@ def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 
     manifest = Manifest(
         architecture=architecture_for(checkpoint.config, windows), precision=precision, graph_file=GRAPH_FILE,
         kv_dtype='float16' if precision == 'fp16' else 'float32', inputs=graph_inputs, outputs=graph_outputs,
-        bias_groups=tuple(groups), layer_groups=tuple(groups.index(group_name(w)) for w in windows), attention=attention,
+        bias_groups=tuple(groups), layer_groups=tuple(groups.index(group_name(w)) for w in windows),
+        attention=attention,
         files={}, versions=package_versions(STREAMED_PACKAGES),
         source={'path': str(checkpoint.src.resolve()), 'layout': checkpoint.layout, 'layer_windows_origin': origin,
                 'opset': DEFAULT_OPSET, 'exporter': 'streaming', **(int4.describe() if precision == 'int4' else {})})
