@@ -93,14 +93,14 @@ class BiasGraphBuilder(GqaGraphBuilder):
         qkv = self._matmul(f'{prefix}.qkv', normed, [f'{source}.{kind}_proj.weight' for kind in 'qkv'])
         self._node('Reshape', [qkv, self._constant(0, 0, heads + 2 * kv, dim)], [f'{prefix}.heads'],
                    f'{prefix}.heads')
-        query_key = self._slice_axis(f'{prefix}.heads', 0, heads + kv, 2, f'{prefix}.qk')
-        value = self._slice_axis(f'{prefix}.heads', heads + kv, heads + 2 * kv, 2, f'{prefix}.v')
+        query_key = self._slice(f'{prefix}.heads', 0, heads + kv, f'{prefix}.qk', axis=2)
+        value = self._slice(f'{prefix}.heads', heads + kv, heads + 2 * kv, f'{prefix}.v', axis=2)
         self._node('MatMul', [query_key, 'rope.rotate_half'], [f'{prefix}.qk_rotated'], f'{prefix}.qk_rotated')
         self._node('Mul', [query_key, 'rope.cos'], [f'{prefix}.qk_cos'], f'{prefix}.qk_cos')
         self._node('Mul', [f'{prefix}.qk_rotated', 'rope.sin'], [f'{prefix}.qk_sin'], f'{prefix}.qk_sin')
         self._node('Add', [f'{prefix}.qk_cos', f'{prefix}.qk_sin'], [f'{prefix}.qk_rope'], f'{prefix}.qk_rope')
-        query = self._slice_axis(f'{prefix}.qk_rope', 0, heads, 2, f'{prefix}.q')
-        key = self._slice_axis(f'{prefix}.qk_rope', heads, heads + kv, 2, f'{prefix}.k')
+        query = self._slice(f'{prefix}.qk_rope', 0, heads, f'{prefix}.q', axis=2)
+        key = self._slice(f'{prefix}.qk_rope', heads, heads + kv, f'{prefix}.k', axis=2)
         self._node('Transpose', [key], [f'present.{index}.key'], f'{prefix}.present_key', perm=[1, 0, 2, 3])
         self._node('Transpose', [value], [f'present.{index}.value'], f'{prefix}.present_value', perm=[1, 0, 2, 3])
         scale = 'attention.scale'
@@ -138,10 +138,6 @@ class BiasGraphBuilder(GqaGraphBuilder):
         for op, inputs, output, attrs in steps:
             self._node(op, inputs, [f'{prefix}.{output}'], f'{prefix}.{output}', **attrs)
         return self._matmul(f'{prefix}.o_proj', f'{prefix}.attn', [f'{source}.o_proj.weight'])
-
-    def _slice_axis(self, data: str, start: int, end: int, axis: int, name: str) -> str:
-        self._node('Slice', [data, self._constant(start), self._constant(end), self._constant(axis)], [name], name)
-        return name
 
     def _rope_tables(self) -> None:
         """The bias graph computes its angles from ``position_ids`` (``_rope_angles``): no tables."""

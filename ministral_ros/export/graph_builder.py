@@ -107,8 +107,8 @@ class GqaGraphBuilder:
             self._constants[key] = name
         return self._constants[key]
 
-    def _slice(self, data: str, start: int, end: int, name: str) -> str:
-        self._node('Slice', [data, self._constant(start), self._constant(end), self._constant(-1)], [name], name)
+    def _slice(self, data: str, start: int, end: int, name: str, axis: int = -1) -> str:
+        self._node('Slice', [data, self._constant(start), self._constant(end), self._constant(axis)], [name], name)
         return name
 
     def _vector(self, name: str, source: str) -> str:
