@@ -24,11 +24,13 @@ from ministral_ros.demo_model.base_training import (
     BaseTrainConfig,
     BatchStream,
     check_prefix_reuse,
+    copy_trainable,
     heldout_loss,
     load_state,
     make_optimizer,
     PrefixKV,
     prepare_model,
+    read_state,
     save_merged,
     save_state,
     STATE_FILE,
@@ -68,13 +70,10 @@ def load_trainable(path: Path | str, model, config: BaseTrainConfig) -> int:
     """Start from another run's weights: copy the trainable tensors of its ``state.pt`` at ``path`` into
     ``model`` (not its optimizer, data position or schedule). That run must have trained the same tensors
     (same mode, layers and LoRA shape); returns the step it had reached."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: --init-from takes a run folder's {STATE_FILE}")
-    state = torch.load(path, map_location='cpu', weights_only=False)
-    saved = {name: tuple(value) if isinstance(value, list) else value for name, value in state['config'].items()}
+    state, saved = read_state(path)
     wanted = asdict(config)
     differ = [f'{name} {saved.get(name)!r} (here {wanted[name]!r})' for name in SHAPE_FIELDS
               if saved.get(name) != wanted[name]]
@@ -86,12 +85,7 @@ def load_trainable(path: Path | str, model, config: BaseTrainConfig) -> int:
     if set(tensors) != set(parameters):
         raise ValueError(f'{path} holds {len(tensors)} trainable tensors, this model {len(parameters)}: '
                          'it was written for another base checkpoint')
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            if tuple(tensor.shape) != tuple(parameters[name].shape):
-                raise ValueError(f'{path}: {name} has shape {tuple(tensor.shape)}, this model '
-                                 f'{tuple(parameters[name].shape)}')
-            parameters[name].copy_(tensor)
+    copy_trainable(model, tensors, path)
     step = int(state['progress']['step'])
     logger.info('started from the weights of %s (step %d)', path, step)
     return step

@@ -342,23 +342,38 @@ def save_state(work: Path, model, optimizer, config: BaseTrainConfig, progress: 
     return path
 
 
-def load_state(work: Path, model, optimizer, config: BaseTrainConfig) -> TrainProgress:
-    """Continue from ``work/state.pt`` when it is there (the config must match), else a fresh start."""
+def read_state(path: Path) -> tuple[dict, dict]:
+    """A run's ``state.pt`` and its saved config, lists made tuples (as ``asdict`` of a config gives them)."""
     import torch
 
+    state = torch.load(path, map_location='cpu', weights_only=False)
+    return state, {k: tuple(v) if isinstance(v, list) else v for k, v in state['config'].items()}
+
+
+def copy_trainable(model, tensors: dict, path: Path) -> None:
+    """Copy saved trainable tensors into ``model``'s parameters of the same names and shapes."""
+    import torch
+
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            if tuple(tensor.shape) != tuple(parameters[name].shape):
+                raise ValueError(f'{path}: {name} has shape {tuple(tensor.shape)}, this model '
+                                 f'{tuple(parameters[name].shape)}')
+            parameters[name].copy_(tensor)
+
+
+def load_state(work: Path, model, optimizer, config: BaseTrainConfig) -> TrainProgress:
+    """Continue from ``work/state.pt`` when it is there (the config must match), else a fresh start."""
     path = work / STATE_FILE
     if not path.is_file():
         return TrainProgress()
-    state = torch.load(path, map_location='cpu', weights_only=False)
-    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in state['config'].items()}
+    state, saved = read_state(path)
     wanted = {k: tuple(v) if isinstance(v, list) else v for k, v in asdict(config).items()}
     if {**saved, 'steps': config.steps} != wanted:  # only the schedule's length may change on resume
         raise ValueError(f'{path} was written with another configuration ({saved}); use the same flags '
                          'or another --work folder')
-    parameters = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, tensor in state['trainable'].items():
-            parameters[name].copy_(tensor)
+    copy_trainable(model, state['trainable'], path)
     optimizer.load_state_dict(state['optimizer'])
     progress = TrainProgress(**state['progress'])
     if saved['steps'] != config.steps:
