@@ -1,12 +1,15 @@
-"""Opt-in int8 KV cache for the ``gqa`` graph (issue 12): calibrate static per-channel scales, rewrite model.onnx.
+"""The int8 KV cache of the ``gqa`` graph (issue 12): calibrate static per-channel scales, rewrite model.onnx.
 
 onnxruntime's CPU GroupQueryAttention keeps its cache in int8 when the node carries ``kv_cache_bit_width=8``
 and ``k_quant_type = v_quant_type = 'PER_CHANNEL'`` with float scales as inputs 12 and 13
 (``[kv_heads * head_dim]``, channel ``head * head_dim + d``). It writes each new row as
 ``clip(round(x / scale), -128, 127)`` (saturating: a value past the calibrated range clips, it never wraps)
 and reads ``q * scale``. The cache takes a quarter of the memory; the attention step of one layer at 4096
-tokens of context runs about 2x faster, but the quantized path costs more at short contexts and in prefill:
-on the 8B shape the whole decode step was slower up to 1024 tokens and faster at 4096 (benchmarks/RESULTS.md).
+tokens of context runs about 2x faster. On the 8B shape, stepping both caches alternately, the whole decode
+step costs the same up to 1024 tokens and 7% less at 4096; prefill at long contexts is slower (about 17% at
+4096 tokens). ``ministral-ros export --precision int4`` uses it by default (``--kv-cache auto``: int4
+folders run on the CPU, where this kernel lives); other precisions ask for it with ``--kv-cache int8``
+(benchmarks/RESULTS.md).
 
 The scales are static, so they come from the model itself: ``quantize_kv_cache`` runs the float export
 with our own ``Engine`` over calibration text (the CLI's default: the node's real prompt, i.e. the planner's

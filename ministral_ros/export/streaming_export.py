@@ -94,13 +94,15 @@ def _write_graph(checkpoint: Checkpoint, windows: list[int | None], precision: s
 WEIGHT_BYTES = {'fp32': 4.0, 'fp16': 2.0, 'int8': 1.0}
 SECONDS_PER_BILLION = 35.0  # measured: Ministral 8B's shape, 174-277 s per precision on 2 busy cores
 SEARCH_SECONDS_PER_BILLION = 100.0  # int4 blocks above 32: the range search (one core; 8B shape: 1123 s in all, busy)
+CALIBRATION_SECONDS_PER_BILLION = 27.0  # int8 KV cache: the calibration run (8B shape, int4: 213 s, 7,909 tokens)
 
 
 def int4_bytes_per_weight(block: int) -> float:
     return (4 + 32 / block + (4 / block if block > INT4_BLOCK else 0)) / 8
 
 
-def describe_streamed_needs(config: dict, precision: str, int4: Int4Recipe | None = None) -> str:
+def describe_streamed_needs(config: dict, precision: str, int4: Int4Recipe | None = None,
+                            kv_cache: str = 'float') -> str:
     """The up-front RAM/disk/time estimate the streamed export logs (figures from benchmarks/RESULTS.md)."""
     params = count_parameters(config)
     table = int(config['vocab_size']) * int(config['hidden_size'])
@@ -116,9 +118,13 @@ def describe_streamed_needs(config: dict, precision: str, int4: Int4Recipe | Non
             minutes += params / 1e9 * SEARCH_SECONDS_PER_BILLION / 60
     else:
         disk = table_bytes + (params - table) * WEIGHT_BYTES[precision]
+    calibration = ''
+    if kv_cache == 'int8':
+        minutes += params / 1e9 * CALIBRATION_SECONDS_PER_BILLION / 60
+        calibration = ' and the int8 KV calibration, which maps the exported weights (RAM: the folder size)'
     return (f'{params / 1e9:.2f}B parameters: expect peak RAM under 1 GiB (one weight block at a time), '
             f'disk ~{disk / 1024 ** 3:.1f} GiB, time ~{0.6 * minutes:.0f}-{minutes:.0f} min on 2 cores '
-            '(reading the checkpoint from a fast disk)')
+            f'(reading the checkpoint from a fast disk){calibration}')
 
 
 def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp32', *,
@@ -149,7 +155,7 @@ def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 
     logger.info('%s (%s layout); layer windows: %s', origin, checkpoint.layout,
                 ', '.join('full' if w is None else str(w) for w in windows))
     logger.info('export %s at %s: %s', checkpoint.src, precision,
-                describe_streamed_needs(checkpoint.config, precision, int4))
+                describe_streamed_needs(checkpoint.config, precision, int4, kv_cache))
     _prepare_output(out, overwrite)
     try:
         graph_inputs, graph_outputs = _write_graph(checkpoint, windows, precision, out, int4, attention)
