@@ -38,16 +38,14 @@ import bench_8b_report  # noqa: E402  (beside this file, not a package)
 import memory_bandwidth  # noqa: E402
 
 STAGES = ('write', 'export', 'engine', 'gguf', 'llama', 'bandwidth')
-# The exports a run can compare ("precisions"): int4 is the exporter's default CPU recipe (symmetric blocks of 32
-# everywhere; since 2026-12-02 with the int8 KV cache, calibrated on the node's real prompt: --kv-cache auto);
-# int4-kvf the same weights with the float KV cache (the default before); int4-kv8 the int8 cache asked for by
-# name; int4-b64 the speed option (blocks of 64 with zero points, the output matrix in int8); <precision>-bias
-# the bias graph (standard ONNX operators only) at that precision.
+# The exports a run can compare ("precisions"): int4 is the exporter's default recipe (symmetric blocks of 32
+# everywhere, float KV cache); int4-kv8 the recommended CPU recipe: the same with the int8 KV cache (calibrated
+# on the node's real prompt); int4-b64 the speed option (blocks of 64 with zero points, the output matrix in
+# int8); <precision>-bias the bias graph (standard ONNX operators only) at that precision.
 EXPORT_OPTIONS = {'fp32': ['--precision', 'fp32'], 'fp16': ['--precision', 'fp16'], 'int8': ['--precision', 'int8'],
                   'int4': ['--precision', 'int4'],
                   'int4-b64': ['--precision', 'int4', '--int4-block', '64', '--int4-output', 'int8'],
                   'int4-kv8': ['--precision', 'int4', '--kv-cache', 'int8'],
-                  'int4-kvf': ['--precision', 'int4', '--kv-cache', 'float'],
                   **{f'{precision}-bias': ['--precision', precision, '--attention', 'bias']
                      for precision in ('fp32', 'fp16', 'int8', 'int4')}}
 LOG = logging.getLogger('bench_8b')

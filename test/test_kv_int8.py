@@ -1,4 +1,4 @@
-"""The int8 KV cache of the streamed gqa export (export/kv_int8.py, issue 12; the int4 CLI default).
+"""The int8 KV cache of the streamed gqa export (export/kv_int8.py, issue 12).
 
 A tiny interleaved Ministral (1 full + 3 sliding layers, window 16) is exported with a float32 cache and
 with the int8 cache calibrated on random token ids; other random ids are the test prompts. Two references:
@@ -253,26 +253,4 @@ def test_cli_exports_int8_weights_with_int8_kv_calibrated_on_the_node_prompt(tmp
     assert record['calibration'] == 'node prompt + commands' and record['calibration_sequences'] == len(SAMPLE_COMMANDS)
     assert record['calibration_tokens'] > 300 * len(SAMPLE_COMMANDS)
     engine = Engine.load(tmp_path / 'out', 'cpu', threads=1)
-    assert np.isfinite(engine.feed(random_ids(40, shape.vocab, 16))).all() and engine.cache.dtype == np.int8
-
-
-def test_cli_default_kv_cache_is_int8_for_int4_when_a_tokenizer_can_calibrate_it(tmp_path, capsys, caplog):
-    """``--kv-cache auto``: int4 with a tokenizer -> int8 cache; ``float`` by name, other precisions or no
-    tokenizer -> float (the last one says why)."""
-    shape = CheckpointShape(layers=2, hidden=32, heads=2, kv_heads=1, head_dim=16, ffn=64, vocab=131072, window=16,
-                            layer_pattern=('full', 'sliding'), max_position_embeddings=2048)
-    src = write_random_checkpoint(tmp_path / 'src', shape, seed=4)
-    bare = write_random_checkpoint(tmp_path / 'bare', shape, seed=4)
-    (src / 'tekken.json').write_bytes(bundled_tekken_path().read_bytes())
-    runs = {'int4': (src, ['--precision', 'int4']), 'int4-float': (src, ['--precision', 'int4', '--kv-cache', 'float']),
-            'fp32': (src, []), 'int4-bare': (bare, ['--precision', 'int4'])}
-    for name, (folder, extra) in runs.items():
-        assert main(['export', str(folder), str(tmp_path / name), *extra]) == 0
-    kv = {name: verify_model_dir(tmp_path / name).kv_dtype for name in runs}
-    assert kv == {'int4': 'int8', 'int4-float': 'float32', 'fp32': 'float32', 'int4-bare': 'float32'}
-    assert read_manifest(tmp_path / 'int4').source['kv_cache']['calibration'] == 'node prompt + commands'
-    warnings = [record.getMessage() for record in caplog.records
-                if record.levelname == 'WARNING' and record.name == 'ministral_ros.commands.export']
-    assert len(warnings) == 1 and 'keeping a float KV cache' in warnings[0] and str(bare) in warnings[0]
-    engine = Engine.load(tmp_path / 'int4', 'cpu', threads=1)
     assert np.isfinite(engine.feed(random_ids(40, shape.vocab, 16))).all() and engine.cache.dtype == np.int8

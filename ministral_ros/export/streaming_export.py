@@ -94,7 +94,8 @@ def _write_graph(checkpoint: Checkpoint, windows: list[int | None], precision: s
 WEIGHT_BYTES = {'fp32': 4.0, 'fp16': 2.0, 'int8': 1.0}
 SECONDS_PER_BILLION = 35.0  # measured: Ministral 8B's shape, 174-277 s per precision on 2 busy cores
 SEARCH_SECONDS_PER_BILLION = 100.0  # int4 blocks above 32: the range search (one core; 8B shape: 1123 s in all, busy)
-CALIBRATION_SECONDS_PER_BILLION = 27.0  # int8 KV cache: the calibration run (8B shape, int4: 213 s, 7,909 tokens)
+CALIBRATION_SECONDS_PER_BILLION = 27.0  # int8 KV cache: the calibration run (8B shape, int4: 213 s, quiet)
+CALIBRATION_RAM_PER_DISK_BYTE = 1.26  # ... and its peak RSS per byte of the folder (8B int4: 8.02 GiB, 6.4 GiB folder)
 
 
 def int4_bytes_per_weight(block: int) -> float:
@@ -121,7 +122,8 @@ def describe_streamed_needs(config: dict, precision: str, int4: Int4Recipe | Non
     calibration = ''
     if kv_cache == 'int8':
         minutes += params / 1e9 * CALIBRATION_SECONDS_PER_BILLION / 60
-        calibration = ' and the int8 KV calibration, which maps the exported weights (RAM: the folder size)'
+        calibration = (', then the int8 KV calibration, which runs the exported model: peak RAM then '
+                       f'~{CALIBRATION_RAM_PER_DISK_BYTE * disk / 1024 ** 3:.1f} GiB, what running it takes')
     return (f'{params / 1e9:.2f}B parameters: expect peak RAM under 1 GiB (one weight block at a time), '
             f'disk ~{disk / 1024 ** 3:.1f} GiB, time ~{0.6 * minutes:.0f}-{minutes:.0f} min on 2 cores '
             f'(reading the checkpoint from a fast disk){calibration}')
