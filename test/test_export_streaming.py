@@ -222,6 +222,33 @@ def test_bf16_checkpoint_matches_traced_export(tmp_path):
     assert _max_step_diff(tmp_path / 'traced', tmp_path / 'streamed', ids) <= SAME_GRAPH_TOLERANCE
 
 
+@pytest.mark.parametrize('precision, attention', [('int4', 'gqa'), ('int8', 'bias')])
+def test_bf16_checkpoint_keeps_a_float16_embedding_table_in_quantized_folders(precision, attention, tmp_path):
+    """int4/int8 folders of a bf16 checkpoint gather from a float16 table (half the bytes of float32): its values
+    are torch's bf16 -> float16 cast, and the logits equal the traced export's (whose table is float32)."""
+    import onnx
+    from onnx import numpy_helper
+    from safetensors import safe_open
+    import torch
+    small = CheckpointShape(layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=128, vocab=256, window=WINDOW,
+                            layer_pattern=('full', 'sliding'), max_position_embeddings=512)
+    src = write_random_checkpoint(tmp_path / 'src', small, dtype='bfloat16')
+    export_model(src, tmp_path / 'traced', precision, attention=attention, method='traced')
+    export_streaming(src, tmp_path / 'streamed', precision, attention=attention)
+    tables = {}
+    for name in ('traced', 'streamed'):
+        graph = onnx.load(str(tmp_path / name / 'model.onnx'), load_external_data=False).graph
+        gather = next(node for node in graph.node if node.op_type == 'Gather' and 'input_ids' in node.input)
+        table = next(init for init in graph.initializer if init.name == gather.input[0])
+        tables[name] = numpy_helper.to_array(table, base_dir=str(tmp_path / name))
+    with safe_open(str(src / 'model.safetensors'), framework='pt') as weights:
+        expected = weights.get_tensor('model.embed_tokens.weight').to(torch.float16).numpy()
+    assert tables['traced'].dtype == np.float32 and tables['streamed'].dtype == np.float16
+    np.testing.assert_array_equal(tables['streamed'], expected)
+    ids = random_ids(STEPS, 256, seed=13)
+    assert _max_step_diff(tmp_path / 'traced', tmp_path / 'streamed', ids) <= SAME_GRAPH_TOLERANCE
+
+
 def test_sharded_checkpoint_gives_identical_weights(interleaved, tmp_path):
     from safetensors.numpy import load_file, save_file
     folders, _model = interleaved

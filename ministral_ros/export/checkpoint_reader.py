@@ -234,6 +234,10 @@ class Checkpoint:
                               f'or not a Mistral/Ministral model; {DOWNLOAD_HINT}')
         return self._entries[name]
 
+    def dtype(self, name: str) -> str:
+        """The safetensors dtype tensor ``name`` is stored in ('BF16', 'F16' or 'F32')."""
+        return self._entry(name).dtype
+
     def read(self, name: str, rows: slice | None = None, cols: slice | None = None) -> np.ndarray:
         """float32 copy of tensor ``name`` (optionally a block of rows or columns), Hugging Face row order."""
         heads = self._permuted_heads.get(name)
