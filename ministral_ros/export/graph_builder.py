@@ -27,7 +27,8 @@ an ``Int4Recipe`` (quantized_matmul.py: by default the traced export's onnxrunti
 block 32 symmetric; optionally blocks of 64 or 128 with zero points, the output matrix in int8). The
 embedding table is gathered, never multiplied: float32, except in int4/int8 folders of a checkpoint that stores
 it in bf16 or fp16 (Ministral 8B's), where it is float16 (``_table_dtype``: the same values, 1 GiB less on disk
-and in RAM for the 8B's 131072 x 4096 table) and a Cast follows the Gather.
+for the 8B's 131072 x 4096 table; onnxruntime maps the table and reads only the rows it gathers, so the resident
+memory after load does not change) and a Cast follows the Gather.
 """
 from __future__ import annotations
 
