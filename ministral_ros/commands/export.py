@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'precision fp32/int8/int4, CPU: onnxruntime quantized cache, static per-channel scales '
                              "calibrated on the node's real prompt; 1/4 of the memory, faster decode at long context; "
                              'the calibration runs the exported model, so the export then needs the RAM that running '
-                             'it needs: 8 GiB for Ministral 8B at int4)')
+                             'it needs: 7.4 GiB for Ministral 8B at int4)')
     parser.add_argument('--kv-calibration', default=None, metavar='FILE',
                         help='--kv-cache int8: commands to calibrate on, one per line, each rendered through the '
                              "node's real prompt (default: a few built-in commands)")

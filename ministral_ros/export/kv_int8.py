@@ -9,7 +9,7 @@ tokens of context runs about 2x faster. On the 8B shape, stepping both caches al
 step costs the same up to 1024 tokens and 7% less at 4096; prefill at long contexts is slower (about 17% at
 4096 tokens). It is the recommended CPU recipe (``ministral-ros export --precision int4 --kv-cache int8``)
 but not the default: the calibration runs the exported model, so the export then needs the RAM that running
-the model needs (8.0 GiB peak for the 8B at int4, 428 s in all), while the export alone stays under 1 GiB
+the model needs (7.4 GiB peak for the 8B at int4, 294 s in all), while the export alone stays under 1 GiB
 (benchmarks/RESULTS.md).
 
 The scales are static, so they come from the model itself: ``quantize_kv_cache`` runs the float export

@@ -95,7 +95,8 @@ WEIGHT_BYTES = {'fp32': 4.0, 'fp16': 2.0, 'int8': 1.0}
 SECONDS_PER_BILLION = 35.0  # measured: Ministral 8B's shape, 174-277 s per precision on 2 busy cores
 SEARCH_SECONDS_PER_BILLION = 100.0  # int4 blocks above 32: the range search (one core; 8B shape: 1123 s in all, busy)
 CALIBRATION_SECONDS_PER_BILLION = 27.0  # int8 KV cache: the calibration run (8B shape, int4: 213 s, quiet)
-CALIBRATION_RAM_PER_DISK_BYTE = 1.26  # ... and its peak RSS per byte of the folder (8B int4: 8.02 GiB, 6.4 GiB folder)
+CALIBRATION_RAM_PER_WEIGHT_BYTE = 1.7  # ... and its peak RSS per byte of multiplied weights (8B int4: 7.37 GiB for the
+#                                       estimate's 4.4 GiB; the gathered table is mapped, not resident)
 
 
 def int4_bytes_per_weight(block: int) -> float:
@@ -103,11 +104,12 @@ def int4_bytes_per_weight(block: int) -> float:
 
 
 def describe_streamed_needs(config: dict, precision: str, int4: Int4Recipe | None = None,
-                            kv_cache: str = 'float') -> str:
-    """The up-front RAM/disk/time estimate the streamed export logs (figures from benchmarks/RESULTS.md)."""
+                            kv_cache: str = 'float', half_table: bool = False) -> str:
+    """The up-front RAM/disk/time estimate the streamed export logs (figures from benchmarks/RESULTS.md).
+    ``half_table``: the embedding table is written in float16 (fp16, or int4/int8 from a 16-bit checkpoint)."""
     params = count_parameters(config)
     table = int(config['vocab_size']) * int(config['hidden_size'])
-    table_bytes = table * (2 if precision == 'fp16' else 4)
+    table_bytes = table * (2 if precision == 'fp16' or half_table else 4)
     minutes = params / 1e9 * SECONDS_PER_BILLION / 60
     if precision == 'int4':
         int4 = int4 or Int4Recipe()
@@ -122,8 +124,9 @@ def describe_streamed_needs(config: dict, precision: str, int4: Int4Recipe | Non
     calibration = ''
     if kv_cache == 'int8':
         minutes += params / 1e9 * CALIBRATION_SECONDS_PER_BILLION / 60
+        ram = (disk - table_bytes) * (CALIBRATION_RAM_PER_WEIGHT_BYTE if precision == 'int4' else 1.1)
         calibration = (', then the int8 KV calibration, which runs the exported model: peak RAM then '
-                       f'~{CALIBRATION_RAM_PER_DISK_BYTE * disk / 1024 ** 3:.1f} GiB, what running it takes')
+                       f'~{ram / 1024 ** 3:.1f} GiB, what running it takes')
     return (f'{params / 1e9:.2f}B parameters: expect peak RAM under 1 GiB (one weight block at a time), '
             f'disk ~{disk / 1024 ** 3:.1f} GiB, time ~{0.6 * minutes:.0f}-{minutes:.0f} min on 2 cores '
             f'(reading the checkpoint from a fast disk){calibration}')
@@ -157,7 +160,9 @@ def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 
     logger.info('%s (%s layout); layer windows: %s', origin, checkpoint.layout,
                 ', '.join('full' if w is None else str(w) for w in windows))
     logger.info('export %s at %s: %s', checkpoint.src, precision,
-                describe_streamed_needs(checkpoint.config, precision, int4, kv_cache))
+                describe_streamed_needs(checkpoint.config, precision, int4, kv_cache,
+                                        half_table=precision in ('int4', 'int8')
+                                        and checkpoint.dtype('model.embed_tokens.weight') in ('BF16', 'F16')))
     _prepare_output(out, overwrite)
     try:
         graph_inputs, graph_outputs = _write_graph(checkpoint, windows, precision, out, int4, attention)
