@@ -20,7 +20,8 @@ every set.
 
 Outcome of an utterance: ``stop`` (a stop transcript was published), ``motion`` (a transcript holding a
 motion verb was published instead), ``withheld`` (the detector vetoed a stop whose transcript held a stop
-word: nothing published) or ``other`` (nothing else, or a non-motion command).
+word: nothing published) or ``other`` (nothing else, or a non-motion command). ``vetoed_passed_*`` lists
+the utterances whose stop evidence the detector vetoed and whose transcript went on as a command.
 The learned stop detector of ``stop.detector`` takes part as configured (``--set stop.detector=''``
 measures the recognisers alone); failures print its last score of the utterance.
 Latency: stream time of the stop transcript less the end of the speech in the recording (the last
@@ -64,6 +65,7 @@ class Tally:
     early: int = 0
     failures: list[str] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
+    vetoed_passed: list[str] = field(default_factory=list)
 
 
 def speech_end(samples: np.ndarray) -> int:
@@ -115,6 +117,7 @@ def measure(condition: str, spoken: dict[tuple[str, str, int], np.ndarray],
     for index, ((text, voice, rate), speech) in enumerate(spoken.items()):
         samples, end_s = recording(speech, condition, seed=seed + index)
         withheld_before = getattr(pipeline.recognizer, 'withheld', 0)
+        vetoed_before = getattr(pipeline.recognizer, 'vetoed_passed', 0)
         finals = run_one(pipeline, events, samples)
         kind = 'stop' if text in stops else 'command'
         tally = tallies[kind]
@@ -124,6 +127,8 @@ def measure(condition: str, spoken: dict[tuple[str, str, int], np.ndarray],
         if result == 'stop' and record is not None:
             tally.reasons[record.reason.value + (' early' if record.early else '')] += 1
         heard = ' | '.join(e.text for e in finals) or '(nothing)'
+        if getattr(pipeline.recognizer, 'vetoed_passed', 0) > vetoed_before:
+            tally.vetoed_passed.append(f'{text!r} ({voice}, {rate}) -> {heard} [{result}]')
         if (kind == 'stop') != (result == 'stop') or result == 'withheld':
             why = f', {record.reason.value}{" early" if record.early else ""}' if result == 'stop' and record else ''
             scorer = getattr(pipeline.recognizer, 'scorer', None)
@@ -180,6 +185,8 @@ def summary(condition: str, tallies: dict[str, Tally]) -> dict[str, object]:
         'command_utterances': command_total,
         'false_stop_rate': command.outcomes['stop'] / command_total,
         'withheld_command_rate': command.outcomes['withheld'] / command_total,
+        'vetoed_passed_commands': command.vetoed_passed,
+        'vetoed_passed_stops': stop.vetoed_passed,
         'latency_median_ms': 1000 * statistics.median(latencies) if latencies else None,
         'latency_p90_ms': 1000 * latencies[int(0.9 * (len(latencies) - 1))] if latencies else None,
         'latency_max_ms': 1000 * latencies[-1] if latencies else None,
@@ -218,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
               f"max {result['latency_max_ms']:.0f} ms", flush=True)
         print(f"  decided by: stops {result['stop_reasons']}, false stops {result['false_stop_reasons']}")
         for line in result['missed_stops'] + result['false_stops']:
+            print(f'  {line}')
+        print(f"  stop evidence vetoed, passed on as a command: {len(result['vetoed_passed_commands'])} commands, "
+              f"{len(result['vetoed_passed_stops'])} stops")
+        for line in result['vetoed_passed_stops']:
             print(f'  {line}')
     return 0
 

@@ -186,9 +186,12 @@ def test_a_vetoed_stop_never_reaches_the_planner_as_a_command(score, text, withh
         result = recognizer.finish()
     assert (result.text, recognizer.withheld, recognizer.finished_with_stop) == (text, withheld, bool(text))
     assert ('utterance withheld' in caplog.text) == bool(withheld)
+    assert recognizer.vetoed_passed == 0
     plain = StopFirstRecognizer(ScriptedInner('go to the kitchen'), _EarlySpotter(), _FixedScorer(0.001))
     plain.start()
-    assert plain.finish().text == 'go to the kitchen' and plain.withheld == 0, 'a vetoed stop without a stop word'
+    with caplog.at_level(logging.INFO, logger='ministral_ros.speech.stop_first'):
+        assert plain.finish().text == 'go to the kitchen' and plain.withheld == 0, 'a vetoed stop without a stop word'
+    assert plain.vetoed_passed == 1 and "'go to the kitchen' goes on as a command" in caplog.text
 
 
 def test_early_min_score_sets_the_early_bar():

@@ -93,6 +93,7 @@ def test_node_publishes_transcripts_from_a_file(ros, spoken_commands, tmp_path):
     assert values['learned_stop_detector'] == 'on' and 0.0 <= float(values['last_stop_score']) <= 1.0
     assert int(values['early_stops']) <= 1 and values['last_stop'].startswith('stop (')
     assert values['withheld_utterances'] == '0'
+    assert values['vetoed_stops_passed'] == '0'
     assert -2000 < int(values['last_stop_latency_ms']) < 5000
     assert int(values['max_stop_latency_ms']) >= int(values['last_stop_latency_ms'])
 

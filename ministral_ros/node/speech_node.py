@@ -172,6 +172,7 @@ class SpeechNode(Node):
             'stop_detections': stats.stops,
             'early_stops': stats.early_stops,
             'withheld_utterances': getattr(self.pipeline.recognizer, 'withheld', 0),
+            'vetoed_stops_passed': getattr(self.pipeline.recognizer, 'vetoed_passed', 0),
             'last_stop': (f'{record.phrase} ({record.reason.value}{", early" if record.early else ""})'
                           if record else ''),
             'last_stop_latency_ms': f'{stats.last_stop_latency_s * 1000:.0f}',

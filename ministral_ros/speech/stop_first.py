@@ -62,6 +62,7 @@ class StopFirstRecognizer:
         self.last_stop: StopRecord | None = None
         self.finished_with_stop = False        # the last ``finish`` returned a stop
         self.withheld = 0                      # utterances withheld (a vetoed stop whose transcript holds a stop word)
+        self.vetoed_passed = 0                 # utterances whose stop evidence was vetoed, passed on as commands
         self._early: StopDecision | None = None
 
     def start(self) -> None:
@@ -118,6 +119,10 @@ class StopFirstRecognizer:
                         'unknown' if score is None else f'{score:.4f}')
             return Transcript(text='', confidence=0.0, audio_s=transcript.audio_s,
                               decode_s=time.perf_counter() - began, backend=self.name)
+        if decision.vetoed or spotted.vetoed:
+            self.vetoed_passed += 1
+            logger.info('stop evidence vetoed by the stop detector (score %s): %r goes on as a command',
+                        'unknown' if score is None else f'{score:.4f}', transcript.text)
         return Transcript(text=transcript.text, confidence=transcript.confidence, audio_s=transcript.audio_s,
                           decode_s=time.perf_counter() - began, backend=self.name)
 
