@@ -97,6 +97,7 @@ SEARCH_SECONDS_PER_BILLION = 100.0  # int4 blocks above 32: the range search (on
 CALIBRATION_SECONDS_PER_BILLION = 27.0  # int8 KV cache: the calibration run (8B shape, int4: 213 s, quiet)
 CALIBRATION_RAM_PER_WEIGHT_BYTE = 1.7  # ... and its peak RSS per byte of multiplied weights (8B int4: 7.37 GiB for the
 #                                       estimate's 4.4 GiB; the gathered table is mapped, not resident)
+CALIBRATION_RAM_PER_WEIGHT_BYTE_AS_STORED = 1.1  # fp32/int8 weights are used as stored (a guess: not measured at 8B)
 
 
 def int4_bytes_per_weight(block: int) -> float:
@@ -124,7 +125,8 @@ def describe_streamed_needs(config: dict, precision: str, int4: Int4Recipe | Non
     calibration = ''
     if kv_cache == 'int8':
         minutes += params / 1e9 * CALIBRATION_SECONDS_PER_BILLION / 60
-        ram = (disk - table_bytes) * (CALIBRATION_RAM_PER_WEIGHT_BYTE if precision == 'int4' else 1.1)
+        ram = (disk - table_bytes) * (CALIBRATION_RAM_PER_WEIGHT_BYTE if precision == 'int4'
+                                      else CALIBRATION_RAM_PER_WEIGHT_BYTE_AS_STORED)
         calibration = (', then the int8 KV calibration, which runs the exported model: peak RAM then '
                        f'~{ram / 1024 ** 3:.1f} GiB, what running it takes')
     return (f'{params / 1e9:.2f}B parameters: expect peak RAM under 1 GiB (one weight block at a time), '
