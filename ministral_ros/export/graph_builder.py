@@ -72,6 +72,12 @@ def rope_tables(config: dict, dtype) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
 
 
+def half_table_candidate(checkpoint: Checkpoint, precision: str) -> bool:
+    """Whether an export at ``precision`` writes ``checkpoint``'s embedding table in float16 (int4/int8 folders of
+    a checkpoint that stores it in 16 bits; ``GqaGraphBuilder._table_dtype`` also checks float16's range)."""
+    return precision in QUANTIZED and checkpoint.dtype('model.embed_tokens.weight') in ('BF16', 'F16')
+
+
 class GqaGraphBuilder:
     """Builds the ``gqa`` step graph of ``checkpoint`` (see the module docstring); ``build`` returns the
     ``ModelProto`` whose initializers all live in ``writer``'s file. bias_graph_builder.py derives the
@@ -176,7 +182,7 @@ class GqaGraphBuilder:
         """float16 for the embedding table of an int4/int8 folder whose checkpoint stores it in 16 bits (bf16's
         8-bit significand fits float16's 11 bits: exact within float16's normal range, the values below 6.1e-5
         move by at most 3e-8), unless a value is past float16's range; else the graph's float type."""
-        if self.precision not in QUANTIZED or self.checkpoint.dtype(name) not in ('BF16', 'F16'):
+        if not half_table_candidate(self.checkpoint, self.precision):
             return self.dtype
         largest = max(float(np.abs(block).max()) for block in self.checkpoint.row_blocks(name, BLOCK_ELEMENTS))
         if largest > float(np.finfo(np.float16).max):

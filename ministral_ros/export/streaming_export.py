@@ -42,7 +42,7 @@ from ministral_ros.export.exporter import (
     package_versions,
     resolve_layer_windows,
 )
-from ministral_ros.export.graph_builder import GqaGraphBuilder
+from ministral_ros.export.graph_builder import GqaGraphBuilder, half_table_candidate
 from ministral_ros.export.kv_int8 import check_kv_cache_option, KvCalibration, quantize_kv_cache
 from ministral_ros.export.quantized_matmul import INT4_BLOCK, Int4Recipe
 from ministral_ros.export.step_graph import group_name, window_groups
@@ -163,8 +163,7 @@ def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 
                 ', '.join('full' if w is None else str(w) for w in windows))
     logger.info('export %s at %s: %s', checkpoint.src, precision,
                 describe_streamed_needs(checkpoint.config, precision, int4, kv_cache,
-                                        half_table=precision in ('int4', 'int8')
-                                        and checkpoint.dtype('model.embed_tokens.weight') in ('BF16', 'F16')))
+                                        half_table=half_table_candidate(checkpoint, precision)))
     _prepare_output(out, overwrite)
     try:
         graph_inputs, graph_outputs = _write_graph(checkpoint, windows, precision, out, int4, attention)
