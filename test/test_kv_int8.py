@@ -1,4 +1,4 @@
-"""The int8 KV cache of the streamed gqa export (export/kv_int8.py, issue 12).
+"""The int8 KV cache of the streamed gqa export (export/kv_int8.py, issue 12; the int4 CLI default).
 
 A tiny interleaved Ministral (1 full + 3 sliding layers, window 16) is exported with a float32 cache and
 with the int8 cache calibrated on random token ids; other random ids are the test prompts. Two references:
@@ -28,7 +28,8 @@ from ministral_ros.commands.export import node_prompt_calibration
 from ministral_ros.engine import Engine, GenerationConfig
 from ministral_ros.engine.manifest import Manifest, read_manifest, verify_model_dir
 from ministral_ros.export.exporter import ExportError
-from ministral_ros.export.kv_int8 import calibration_sequences, KvCalibration, measure_bounds, SAMPLE_COMMANDS
+from ministral_ros.export.kv_int8 import (
+    calibration_sequences, KvCalibration, measure_bounds, SAMPLE_ANSWERS, SAMPLE_COMMANDS)
 from ministral_ros.export.random_checkpoint import CheckpointShape, write_random_checkpoint
 from ministral_ros.export.streaming_export import export_streaming
 import numpy as np
@@ -214,13 +215,32 @@ def test_calibration_needs_a_prompt_and_a_tokenizer_and_leaves_no_folder(folders
     assert not (tmp_path / 'out').exists()
 
 
-def test_default_calibration_is_the_node_prompt_per_command(tmp_path):
+def test_default_calibration_is_the_node_prompt_per_command_with_its_scripted_answer(tmp_path):
+    from ministral_ros.chat.tokenizer import MinistralTokenizer
+    from ministral_ros.planning.vocabulary import load_vocabulary
     (tmp_path / 'tekken.json').write_bytes(bundled_tekken_path().read_bytes())
     sequences = calibration_sequences(tmp_path, node_prompt_calibration())
-    assert len(sequences) == len(SAMPLE_COMMANDS)
+    assert len(sequences) == len(SAMPLE_COMMANDS) == len(SAMPLE_ANSWERS)
     shared = min(len(ids) for ids in sequences)
     assert shared > 300 and sequences[0][0] == 1     # BOS, then the tools block and the system prompt
     assert all(ids[:200] == sequences[0][:200] for ids in sequences) and len({tuple(ids) for ids in sequences}) == 6
+    tokenizer = MinistralTokenizer.from_model_dir(tmp_path)
+    tool_calls, end = (tokenizer.control_id(name) for name in ('[TOOL_CALLS]', '</s>'))
+    names = {action.name for action in load_vocabulary().actions}
+    for ids, calls in zip(sequences, SAMPLE_ANSWERS):
+        answer = ids[ids.index(tool_calls) + 1: -1]
+        assert ids[-1] == end and json.loads(tokenizer.decode(answer)) == [call.to_json_object() for call in calls]
+        assert {call.name for call in calls} <= names     # every scripted call is an action of the vocabulary
+    commands = tuple(f'command {number}' for number in range(len(SAMPLE_ANSWERS) + 1))
+    cycled = calibration_sequences(tmp_path, node_prompt_calibration(commands))
+    tail = len(sequences[0]) - sequences[0].index(tool_calls)
+    assert cycled[-1][-tail:] == sequences[0][-tail:]     # answers are taken in turn
+
+
+@pytest.mark.parametrize('answers', [(), ((),)])
+def test_calibration_answers_must_hold_tool_calls(answers):
+    with pytest.raises(ExportError, match='at least one tool call'):
+        KvCalibration(token_ids=((1, 2),), answers=answers)
 
 
 @pytest.mark.parametrize('extra, message', [
@@ -250,7 +270,30 @@ def test_cli_exports_int8_weights_with_int8_kv_calibrated_on_the_node_prompt(tmp
     manifest = verify_model_dir(tmp_path / 'out')
     record = manifest.source['kv_cache']
     assert (manifest.precision, manifest.kv_dtype) == ('int8', 'int8')
-    assert record['calibration'] == 'node prompt + commands' and record['calibration_sequences'] == len(SAMPLE_COMMANDS)
+    assert record['calibration'] == 'node prompt + commands + scripted tool-call answers'
+    assert record['calibration_sequences'] == len(SAMPLE_COMMANDS) and record['run'] == 'layer by layer'
     assert record['calibration_tokens'] > 300 * len(SAMPLE_COMMANDS)
     engine = Engine.load(tmp_path / 'out', 'cpu', threads=1)
+    assert np.isfinite(engine.feed(random_ids(40, shape.vocab, 16))).all() and engine.cache.dtype == np.int8
+
+
+def test_cli_default_kv_cache_is_int8_for_int4_when_a_tokenizer_can_calibrate_it(tmp_path, capsys, caplog):
+    """``--kv-cache auto``: int4 with a tokenizer -> int8 cache; ``float`` by name, other precisions or no
+    tokenizer -> float (the last one says why)."""
+    shape = CheckpointShape(layers=2, hidden=32, heads=2, kv_heads=1, head_dim=16, ffn=64, vocab=131072, window=16,
+                            layer_pattern=('full', 'sliding'), max_position_embeddings=2048)
+    src = write_random_checkpoint(tmp_path / 'src', shape, seed=4)
+    bare = write_random_checkpoint(tmp_path / 'bare', shape, seed=4)
+    (src / 'tekken.json').write_bytes(bundled_tekken_path().read_bytes())
+    runs = {'int4': (src, ['--precision', 'int4']), 'int4-float': (src, ['--precision', 'int4', '--kv-cache', 'float']),
+            'fp32': (src, []), 'int4-bare': (bare, ['--precision', 'int4'])}
+    for name, (folder, extra) in runs.items():
+        assert main(['export', str(folder), str(tmp_path / name), *extra]) == 0
+    kv = {name: verify_model_dir(tmp_path / name).kv_dtype for name in runs}
+    assert kv == {'int4': 'int8', 'int4-float': 'float32', 'fp32': 'float32', 'int4-bare': 'float32'}
+    assert read_manifest(tmp_path / 'int4').source['kv_cache']['run'] == 'layer by layer'
+    warnings = [record.getMessage() for record in caplog.records
+                if record.levelname == 'WARNING' and record.name == 'ministral_ros.commands.export']
+    assert len(warnings) == 1 and 'keeping a float KV cache' in warnings[0] and str(bare) in warnings[0]
+    engine = Engine.load(tmp_path / 'int4', 'cpu', threads=1)
     assert np.isfinite(engine.feed(random_ids(40, shape.vocab, 16))).all() and engine.cache.dtype == np.int8

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
 from ministral_ros.cli import CommandError
+
+logger = logging.getLogger(__name__)
 
 HELP = 'export a Mistral/Ministral checkpoint folder to an ONNX model folder (fp32/fp16/int8/int4)'
 
@@ -33,12 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--int4-output', choices=('int4', 'int8'), default=None,
                         help='int4 folders: the output matrix (lm_head) in int4 like the rest (default) or int8 '
                              '(streamed export only; its error goes straight into the logits)')
-    parser.add_argument('--kv-cache', choices=('float', 'int8'), default='float',
-                        help="KV cache: 'float' (default: float32, float16 at fp16) or 'int8' (streamed gqa export, "
-                             'precision fp32/int8/int4, CPU: onnxruntime quantized cache, static per-channel scales '
-                             "calibrated on the node's real prompt; 1/4 of the memory, faster decode at long context; "
-                             'the calibration runs the exported model, so the export then needs the RAM that running '
-                             'it needs: 7.4 GiB for Ministral 8B at int4)')
+    parser.add_argument('--kv-cache', choices=('auto', 'float', 'int8'), default='auto',
+                        help="KV cache: 'auto' (default: int8 for the CPU recipe, --precision int4 with the streamed "
+                             'gqa graph, when the checkpoint has a tokenizer to calibrate with; float otherwise), '
+                             "'float' (float32, float16 at fp16) or 'int8' (streamed gqa export, precision "
+                             'fp32/int8/int4, CPU: onnxruntime quantized cache, static per-channel scales calibrated '
+                             "layer by layer on the node's real prompt; 1/4 of the memory, faster decode at long "
+                             'context)')
     parser.add_argument('--kv-calibration', default=None, metavar='FILE',
                         help='--kv-cache int8: commands to calibrate on, one per line, each rendered through the '
                              "node's real prompt (default: a few built-in commands)")
@@ -55,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError('--int4-block and --int4-output apply to --precision int4 only')
         defaults = Int4Recipe()
         int4 = Int4Recipe(block_size=args.int4_block or defaults.block_size, output=args.int4_output or defaults.output)
+    args.kv_cache = resolve_kv_cache(args)
     if args.kv_cache == 'int8' or args.kv_calibration is not None:
         return _run_int8_kv(args, int4)
     try:
@@ -64,6 +70,28 @@ def run(args: argparse.Namespace) -> int:
     except ExportError as error:
         raise CommandError(str(error)) from error
     return _report(args, manifest)
+
+
+def resolve_kv_cache(args: argparse.Namespace) -> str:
+    """``--kv-cache auto``: int8 for the CPU recipe (int4 weights, streamed gqa graph), float for the rest.
+
+    int4 folders run on the CPU, where onnxruntime's quantized cache takes a quarter of the memory and decodes as
+    fast at short contexts and faster at long ones (benchmarks/RESULTS.md); its calibration runs one layer at a
+    time, within the export's memory. Its scales are calibrated on the node's prompt, which needs the checkpoint's
+    tokenizer: without one, auto keeps the float cache and says so."""
+    if args.kv_cache != 'auto':
+        return args.kv_cache
+    if args.precision != 'int4' or args.attention != 'gqa' or args.method == 'traced' or not Path(args.src).is_dir():
+        return 'float'
+    from ministral_ros.chat.tokenizer import MinistralTokenizer, TokenizerLoadError
+    try:
+        MinistralTokenizer.from_model_dir(args.src)
+    except TokenizerLoadError:
+        logger.warning('--kv-cache auto: keeping a float KV cache: the int8 one is calibrated on the node prompt, '
+                       'rendered with the checkpoint tokenizer, and %s has no usable tokenizer.json or tekken.json '
+                       '(add one for the int8 cache, or pass --kv-cache float to silence this)', args.src)
+        return 'float'
+    return 'int8'
 
 
 def _report(args: argparse.Namespace, manifest) -> int:

@@ -72,6 +72,19 @@ def rope_tables(config: dict, dtype) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
 
 
+def input_norm(index: int, layers: int) -> str:
+    """The norm whose output enters layer ``index`` of ``layers`` (``index == layers``: the final norm). Its
+    outputs ``<norm>.out`` (normed) and, after layer 0, ``<norm>.sum`` (the residual) are the hidden states
+    between layers; layer 0's residual is ``embedded`` (layer_stream.py runs a folder layer by layer on them)."""
+    return 'norm' if index == layers else f'layers.{index}.input_norm'
+
+
+def hidden_names(index: int, layers: int) -> tuple[str, str]:
+    """The (normed, residual) hidden states entering layer ``index`` of ``layers`` (see ``input_norm``)."""
+    name = input_norm(index, layers)
+    return f'{name}.out', 'embedded' if index == 0 else f'{name}.sum'
+
+
 def half_table_candidate(checkpoint: Checkpoint, precision: str) -> bool:
     """Whether an export at ``precision`` writes ``checkpoint``'s embedding table in float16 (int4/int8 folders of
     a checkpoint that stores it in 16 bits; ``GqaGraphBuilder._table_dtype`` also checks float16's range)."""
@@ -174,9 +187,9 @@ class GqaGraphBuilder:
         else:
             self._node('Gather', [name, 'input_ids'], ['embedded.half'], 'embed_tokens')
             self._node('Cast', ['embedded.half'], ['embedded'], 'embed_tokens.cast', to=self.elem)
-        weight = self._vector('layers.0.input_norm.weight', 'model.layers.0.input_layernorm.weight')
-        self._rms_norm('embedded', weight, 'layers.0.input_norm')
-        return 'layers.0.input_norm.out', 'embedded'
+        norm = input_norm(0, len(self.windows))
+        self._rms_norm('embedded', self._vector(f'{norm}.weight', 'model.layers.0.input_layernorm.weight'), norm)
+        return hidden_names(0, len(self.windows))
 
     def _table_dtype(self, name: str) -> np.dtype:
         """float16 for the embedding table of an int4/int8 folder whose checkpoint stores it in 16 bits (bf16's
@@ -225,7 +238,7 @@ class GqaGraphBuilder:
         self._node('Mul', [f'{prefix}.silu', up], [f'{prefix}.swiglu'], f'{prefix}.swiglu')
         down = self._matmul(f'{prefix}.down', f'{prefix}.swiglu', [f'{source}.mlp.down_proj.weight'])
         last = index + 1 == len(self.windows)
-        norm_name = 'norm' if last else f'layers.{index + 1}.input_norm'
+        norm_name = input_norm(index + 1, len(self.windows))
         norm = self._vector(f'{norm_name}.weight', 'model.norm.weight' if last
                             else f'model.layers.{index + 1}.input_layernorm.weight')
         return self._skip_norm(down, residual, norm, norm_name)

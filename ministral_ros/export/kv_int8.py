@@ -7,16 +7,16 @@ and ``k_quant_type = v_quant_type = 'PER_CHANNEL'`` with float scales as inputs 
 and reads ``q * scale``. The cache takes a quarter of the memory; the attention step of one layer at 4096
 tokens of context runs about 2x faster. On the 8B shape, stepping both caches alternately, the whole decode
 step costs the same up to 1024 tokens and 7% less at 4096; prefill at long contexts is slower (about 17% at
-4096 tokens). It is the recommended CPU recipe (``ministral-ros export --precision int4 --kv-cache int8``)
-but not the default: the calibration runs the exported model, so the export then needs the RAM that running
-the model needs (7.4 GiB peak for the 8B at int4, 294 s in all), while the export alone stays under 1 GiB
-(benchmarks/RESULTS.md).
+4096 tokens). It is the recommended CPU recipe (``ministral-ros export --precision int4 --kv-cache int8``).
 
-The scales are static, so they come from the model itself: ``quantize_kv_cache`` runs the float export
-with our own ``Engine`` over calibration text (the CLI's default: the node's real prompt, i.e. the planner's
-system prompt with the default action vocabulary as tools, once per sample command, each followed by up to
-``ANSWER_TOKENS`` of the model's own greedy answer, since the cache holds answers too), reads every layer's K
-(after RoPE) and V rows from the engine's cache buffers after each chunk, and keeps per-channel bounds:
+The scales are static, so they come from the model itself: ``quantize_kv_cache`` runs the float export over
+calibration text (the CLI's default: the node's real prompt, i.e. the planner's system prompt with the default
+action vocabulary as tools, once per sample command, each followed by a scripted answer, the tool calls that
+command asks for, since the cache holds answers too) and keeps per-channel bounds of every layer's K (after
+RoPE) and V rows. The text is known in full beforehand, so the run goes one layer at a time
+(layer_stream.py): each layer's weights are read, run over every sequence and dropped before the next, and the
+calibration's memory does not grow with the model (the export's bound holds; the whole engine would need what
+running the model needs, 7.4 GiB peak for the 8B at int4). The bounds:
 
 * V: the absolute maximum of each channel.
 * K: RoPE rotates channel pairs ``(d, d + head_dim/2)`` by a position-dependent angle, so a key channel
@@ -41,12 +41,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 import logging
 from pathlib import Path
-import time
 
-from ministral_ros.chat.prompt import ChatMessage, render_chat, ToolSpec
+from ministral_ros.chat.prompt import ChatMessage, render_assistant_turn, render_chat, ToolCall, ToolSpec
 from ministral_ros.chat.tokenizer import MinistralTokenizer, TokenizerLoadError
 from ministral_ros.engine.manifest import describe_files, Manifest, MANIFEST_NAME, read_manifest
 from ministral_ros.export.exporter import ExportError
+from ministral_ros.export.layer_stream import LayerStream
 import numpy as np
 import onnx
 from onnx import numpy_helper, TensorProto
@@ -57,7 +57,6 @@ KV_CACHE_CHOICES = ('float', 'int8')
 KV_MARGIN = 1.2
 MIN_SCALE_FRACTION = 1e-3
 QMAX = 127
-ANSWER_TOKENS = 48  # greedy answer tokens after each calibration sequence: the cache holds answers too
 INT8_KV_PRECISIONS = ('fp32', 'int8', 'int4')
 GQA_OP = 'GroupQueryAttention'
 SCALE_INPUT = 12  # k_scale; v_scale is 13 (inputs 7-11: cos/sin caches, position ids, bias, head sink)
@@ -71,22 +70,40 @@ SAMPLE_COMMANDS = (
 )
 
 
+def _calls(*calls: tuple[str, dict]) -> tuple[ToolCall, ...]:
+    """Scripted tool calls with fixed ids (the default vocabulary's actions), so calibration is reproducible."""
+    return tuple(ToolCall(name, arguments, id=f'calib{number:04d}') for number, (name, arguments) in enumerate(calls))
+
+
+SAMPLE_ANSWERS = (  # the answer to each of SAMPLE_COMMANDS, as the planner asks the model for it
+    _calls(('navigate_to', {'place': 'kitchen'}), ('pick', {'object': 'cup'}),
+           ('navigate_to', {'place': 'living_room'}), ('hand_over', {'object': 'cup'})),
+    _calls(('stop', {})),
+    _calls(('rotate', {'angle_deg': 90}), ('move', {'distance_m': 2.0})),
+    _calls(('pick', {'object': 'box'}), ('place', {'object': 'box', 'surface': 'shelf'})),
+    _calls(('say', {'text': 'I can move, turn, fetch and hand over objects, and go to named rooms.'}),),
+    _calls(('navigate_to', {'place': 'charging_station'}), ('wait', {'seconds': 60})),
+)
+
+
 @dataclass(frozen=True)
 class KvCalibration:
     """What the int8 scales are calibrated on: each of ``commands`` rendered as a user message after
     ``system_prompt`` with ``tools`` (the node's real prompt: ``commands.export.node_prompt_calibration``
-    fills them from the planner), or explicit ``token_ids`` sequences (then the rest is unused)."""
+    fills them from the planner), followed by an assistant turn of tool calls (command ``i`` takes
+    ``answers[i % len(answers)]``: commands from a file get the sample answers in turn; any valid answer
+    puts answer-like rows in the cache); or explicit ``token_ids`` sequences (then the rest is unused)."""
 
     commands: tuple[str, ...] = SAMPLE_COMMANDS
     system_prompt: str | None = None
     tools: tuple[ToolSpec, ...] = ()
     token_ids: tuple[tuple[int, ...], ...] | None = None
     margin: float = KV_MARGIN
-    answer_tokens: int = ANSWER_TOKENS
+    answers: tuple[tuple[ToolCall, ...], ...] = SAMPLE_ANSWERS
 
     def __post_init__(self) -> None:
-        if not 0 <= self.answer_tokens <= 1024:
-            raise ExportError(f'answer_tokens must be in [0, 1024], got {self.answer_tokens}')
+        if not self.answers or not all(self.answers):
+            raise ExportError('every int8 KV calibration answer needs at least one tool call')
         if not 1.0 <= self.margin <= 4.0:
             raise ExportError(f'the int8 KV margin must be in [1, 4] (1.2 is the default), got {self.margin}')
         if self.token_ids is not None:
@@ -122,8 +139,10 @@ def calibration_sequences(folder: Path, calibration: KvCalibration) -> list[list
         raise ExportError(f'int8 KV calibration renders the node prompt with the model tokenizer: {error}; '
                           'export from a checkpoint with tokenizer.json or tekken.json') from error
     system = ChatMessage('system', calibration.system_prompt or '')
+    answers = calibration.answers
     return [render_chat([system, ChatMessage('user', command)], tokenizer, calibration.tools)
-            for command in calibration.commands]
+            + render_assistant_turn(ChatMessage('assistant', '', answers[number % len(answers)]), tokenizer)
+            for number, command in enumerate(calibration.commands)]
 
 
 def _shared_prefix(sequences: Sequence[Sequence[int]]) -> int:
@@ -135,56 +154,23 @@ def _shared_prefix(sequences: Sequence[Sequence[int]]) -> int:
     return length
 
 
-def _widen(bounds: list[np.ndarray], cache, half: int, new: int) -> None:
-    """Fold the ``new`` rows the last step wrote into every layer's K/V bounds (K: RoPE pair norms, V: absmax).
-    Rows stay in position order (a sliding buffer shifts them to the front), so they are the last ``new``
-    filled ones; earlier rows were folded when they were written."""
-    for layer, pair in enumerate(cache.buffers):
-        rows = cache.filled[cache.layer_groups[layer]]
-        key, value = (owner[0, :, max(0, rows - new):rows] for _ptr, owner in pair)
-        norm = np.sqrt(np.square(key[..., :half]) + np.square(key[..., half:])).max(axis=1)
-        seen = (np.concatenate([norm, norm], axis=-1), np.abs(value).max(axis=1))
-        for kind in range(2):
-            np.maximum(bounds[layer][kind], seen[kind].reshape(-1), out=bounds[layer][kind])
-
-
-def measure_bounds(folder: Path, sequences: Sequence[Sequence[int]], threads: int = 0,
-                   answer_tokens: int = 0) -> list[np.ndarray]:
+def measure_bounds(folder: Path, sequences: Sequence[Sequence[int]], threads: int = 0) -> list[np.ndarray]:
     """Per layer ``[2, kv_heads * head_dim]`` float32 bounds (K pair norms, V absmax; see the module docstring)
-    of the float cache the engine fills over ``sequences``: their shared prefix once, then each one's rest after
-    a restore of the prefix's cache and up to ``answer_tokens`` greedy answer tokens (to the end of sequence),
-    bounds read after every chunk (before a sliding buffer drops rows)."""
-    from ministral_ros.engine.runtime import Engine
-    longest = max(len(ids) for ids in sequences) + answer_tokens
-    limit = read_manifest(folder).architecture.max_position_embeddings
-    if longest > limit:
-        raise ExportError(f'an int8 KV calibration sequence has {longest} tokens, more than the model maximum {limit}: '
-                          'use shorter calibration commands')
-    engine = Engine.load(folder, 'cpu', threads, max_context=longest, verify_checksums=False)
-    arch, chunk = engine.manifest.architecture, engine.prefill_chunk
-    half = arch.head_dim // 2
+    of the keys and values the float ``folder`` computes over ``sequences``, run one layer at a time
+    (layer_stream.py) with their shared prefix once."""
+    longest = max(len(ids) for ids in sequences)
+    arch = read_manifest(folder).architecture
+    if longest > arch.max_position_embeddings:
+        raise ExportError(f'an int8 KV calibration sequence has {longest} tokens, more than the model maximum '
+                          f'{arch.max_position_embeddings}: use shorter calibration commands')
+    half, shared = arch.head_dim // 2, _shared_prefix(sequences)
     bounds = [np.zeros((2, arch.num_kv_heads * arch.head_dim), np.float32) for _ in range(arch.num_layers)]
-    shared, started = _shared_prefix(sequences), time.perf_counter()
-    for start in range(0, shared, chunk):
-        piece = sequences[0][start: min(start + chunk, shared)]
-        engine.feed(piece)
-        _widen(bounds, engine.cache, half, len(piece))
-    saved = engine.cache.snapshot()
-    logger.info('int8 KV calibration: shared prefix of %d tokens (%.1f s)', shared, time.perf_counter() - started)
-    for number, ids in enumerate(sequences, 1):
-        engine.cache.restore(saved)
-        for start in range(shared, len(ids), chunk):
-            piece = ids[start: start + chunk]
-            logits = engine.feed(piece)
-            _widen(bounds, engine.cache, half, len(piece))
-        for _ in range(answer_tokens):
-            token = int(np.argmax(logits))
-            if token == arch.eos_token_id:
-                break
-            logits = engine.feed([token])
-            _widen(bounds, engine.cache, half, 1)
-        logger.info('int8 KV calibration: sequence %d/%d (%d tokens) done (%.1f s)', number, len(sequences), len(ids),
-                    time.perf_counter() - started)
+    for layer, rows in LayerStream(folder, threads).keys_and_values(sequences, shared):
+        for key, value in rows:
+            norm = np.sqrt(np.square(key[..., :half]) + np.square(key[..., half:])).max(axis=1)
+            seen = (np.concatenate([norm, norm], axis=-1), np.abs(value).max(axis=1))
+            for kind in range(2):
+                np.maximum(bounds[layer][kind], seen[kind].reshape(-1), out=bounds[layer][kind])
     return bounds
 
 
@@ -231,15 +217,16 @@ def quantize_kv_cache(folder: Path | str, calibration: KvCalibration, threads: i
     sequences = calibration_sequences(folder, calibration)
     tokens = sum(len(ids) for ids in sequences)
     logger.info('int8 KV calibration: %d sequences, %d tokens through %s', len(sequences), tokens, folder)
-    bounds = measure_bounds(folder, sequences, threads, calibration.answer_tokens)
+    bounds = measure_bounds(folder, sequences, threads)
     graph_path = folder / manifest.graph_file
     model = onnx.load(str(graph_path), load_external_data=False)
     rewrite_graph(model, [scales_from_bounds(layer, calibration.margin) for layer in bounds])
     graph_path.write_bytes(model.SerializeToString())
     record = {'dtype': 'int8', 'quantization': 'symmetric per-channel static scales (k: RoPE pair norm)',
               'calibration_sequences': len(sequences), 'calibration_tokens': tokens, 'margin': calibration.margin,
-              'min_scale_fraction': MIN_SCALE_FRACTION, 'answer_tokens': calibration.answer_tokens,
-              'calibration': 'token ids' if calibration.token_ids is not None else 'node prompt + commands'}
+              'min_scale_fraction': MIN_SCALE_FRACTION, 'run': 'layer by layer',
+              'calibration': 'token ids' if calibration.token_ids is not None
+              else 'node prompt + commands + scripted tool-call answers'}
     files = {**manifest.files, **describe_files(folder, [manifest.graph_file])}
     manifest = replace(manifest, kv_dtype='int8', files=files, source={**manifest.source, 'kv_cache': record})
     (folder / MANIFEST_NAME).write_text(manifest.to_json() + '\n', encoding='utf-8')

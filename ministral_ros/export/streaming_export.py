@@ -13,8 +13,9 @@
    each weight is read (memory-mapped, one tensor or block at a time), converted and appended to
    ``model.onnx_data`` (weight_writer.py) as its node is emitted;
 4. the small graph proto (references only) is serialized, and the manifest written with checksums;
-5. only with ``kv_cache='int8'``: the float folder is run over calibration text and switched to
-   onnxruntime's int8 KV cache (kv_int8.py: static per-channel scales; model.onnx_data untouched).
+5. only with ``kv_cache='int8'``: the float folder is run one layer at a time (layer_stream.py) over
+   calibration text and switched to onnxruntime's int8 KV cache (kv_int8.py: static per-channel scales;
+   model.onnx_data untouched).
 
 Peak memory is one weight block plus the mapping of the tensor being read, plus the RoPE tables
 (``max_position_embeddings x head_dim`` numbers): it does not depend on the number of layers.
@@ -94,10 +95,7 @@ def _write_graph(checkpoint: Checkpoint, windows: list[int | None], precision: s
 WEIGHT_BYTES = {'fp32': 4.0, 'fp16': 2.0, 'int8': 1.0}
 SECONDS_PER_BILLION = 35.0  # measured: Ministral 8B's shape, 174-277 s per precision on 2 busy cores
 SEARCH_SECONDS_PER_BILLION = 100.0  # int4 blocks above 32: the range search (one core; 8B shape: 1123 s in all, busy)
-CALIBRATION_SECONDS_PER_BILLION = 27.0  # int8 KV cache: the calibration run (8B shape, int4: 213 s, quiet)
-CALIBRATION_RAM_PER_WEIGHT_BYTE = 1.7  # ... and its peak RSS per byte of multiplied weights (8B int4: 7.37 GiB for the
-#                                       estimate's 4.4 GiB; the gathered table is mapped, not resident)
-CALIBRATION_RAM_PER_WEIGHT_BYTE_AS_STORED = 1.1  # fp32/int8 weights are used as stored (a guess: not measured at 8B)
+CALIBRATION_SECONDS_PER_BILLION = 13.0  # int8 KV cache: the layer-by-layer calibration (8B shape, int4: 104 s, busy)
 
 
 def int4_bytes_per_weight(block: int) -> float:
@@ -125,10 +123,8 @@ def describe_streamed_needs(config: dict, precision: str, int4: Int4Recipe | Non
     calibration = ''
     if kv_cache == 'int8':
         minutes += params / 1e9 * CALIBRATION_SECONDS_PER_BILLION / 60
-        ram = (disk - table_bytes) * (CALIBRATION_RAM_PER_WEIGHT_BYTE if precision == 'int4'
-                                      else CALIBRATION_RAM_PER_WEIGHT_BYTE_AS_STORED)
-        calibration = (', then the int8 KV calibration, which runs the exported model: peak RAM then '
-                       f'~{ram / 1024 ** 3:.1f} GiB, what running it takes')
+        calibration = (', then the int8 KV calibration, which runs the model one layer at a time (8B int4: '
+                       '1.00 GiB peak RSS for the whole export)')
     return (f'{params / 1e9:.2f}B parameters: expect peak RAM under 1 GiB (one weight block at a time), '
             f'disk ~{disk / 1024 ** 3:.1f} GiB, time ~{0.6 * minutes:.0f}-{minutes:.0f} min on 2 cores '
             f'(reading the checkpoint from a fast disk){calibration}')
