@@ -45,8 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "layer by layer on the node's real prompt; 1/4 of the memory, faster decode at long "
                              'context)')
     parser.add_argument('--kv-calibration', default=None, metavar='FILE',
-                        help='--kv-cache int8: commands to calibrate on, one per line, each rendered through the '
-                             "node's real prompt (default: a few built-in commands)")
+                        help='int8 KV cache: commands to calibrate on, one per line, each rendered through the '
+                             "node's real prompt and followed by one of the built-in scripted tool-call answers in "
+                             'turn (default: six built-in commands with their own answers)')
     parser.add_argument('--opset', type=int, default=17, help='ONNX opset of the traced export (default 17)')
     parser.add_argument('--overwrite', action='store_true', help='replace OUT if it exists')
 
