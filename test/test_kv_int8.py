@@ -27,6 +27,7 @@ from ministral_ros.cli import main
 from ministral_ros.commands.export import node_prompt_calibration
 from ministral_ros.engine import Engine, GenerationConfig
 from ministral_ros.engine.manifest import Manifest, read_manifest, verify_model_dir
+from ministral_ros.export import layer_stream
 from ministral_ros.export.exporter import ExportError
 from ministral_ros.export.kv_int8 import (
     calibration_sequences, KvCalibration, measure_bounds, SAMPLE_ANSWERS, SAMPLE_COMMANDS)
@@ -143,9 +144,12 @@ def test_calibration_runs_a_shared_prefix_once_with_the_same_bounds(folders):
         np.testing.assert_allclose(bounds, np.maximum(apart[0][layer], apart[1][layer]), rtol=1e-5)
 
 
-def test_calibration_bounds_equal_transformers_keys_and_values(folders):
-    """The bounds folded in step by step (only the rows each step wrote, through sliding-buffer shifts) equal
-    the pair-norm / absmax of the K (after RoPE) and V that transformers computes over the whole sequence."""
+@pytest.mark.parametrize('chunk', [256, 7])
+def test_calibration_bounds_equal_transformers_keys_and_values(folders, monkeypatch, chunk):
+    """The bounds of the layer-by-layer run equal the pair-norm / absmax of the K (after RoPE) and V that
+    transformers computes over the whole sequence, in one call per layer or in chunks of 7 tokens whose past
+    outgrows the sliding window (16)."""
+    monkeypatch.setattr(layer_stream, 'CHUNK', chunk)
     import torch
     import transformers.models.ministral.modeling_ministral as modeling
     paths, model = folders
