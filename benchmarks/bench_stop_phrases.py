@@ -10,6 +10,7 @@ the speech's RMS level). Run:
 
     .venv/bin/python benchmarks/bench_stop_phrases.py [--conditions clean snr10] [--json]
         [--phrases tune|heldout|fresh|fresh2|...] [--speeds 140 175] [--seed 0] [--cache /tmp/stop_renderings]
+        [--stops-only]
 
 Phrase sets (config/stop_eval_phrases.yaml), so that thresholds are fitted on one and reported on
 another: ``tune`` (the stop thresholds were fitted on it at 130 and 160 words per minute, noise seeds
@@ -24,6 +25,12 @@ word: nothing published) or ``other`` (nothing else, or a non-motion command). `
 the utterances whose stop evidence the detector vetoed and whose transcript went on as a command.
 The learned stop detector of ``stop.detector`` takes part as configured (``--set stop.detector=''``
 measures the recognisers alone); failures print its last score of the utterance.
+``stop_scores`` (JSON) holds every stop utterance's outcome, the evidence that decided its stop
+(``reason``: stop_request, stop_word, margin, incomplete, learned; `` early`` before the utterance ended)
+and the detector's score (of the whole utterance; of the audio so far for an early stop). The veto
+levels of stop_decision.py come from it: with the vetoes off (``--set stop.veto_below=0
+stop.veto_doubt_below=0``) on the development sets ``fresh2`` and ``fresh3`` (``--stops-only`` skips the
+commands), the lowest score of a real stop decided by each kind of evidence.
 Latency: stream time of the stop transcript less the end of the speech in the recording (the last
 sample above 1% of the utterance's peak), plus the decoding time after the end of the utterance;
 negative for stops published before the utterance ended.
@@ -45,6 +52,7 @@ from ministral_ros.speech.backends import create_recognizer, create_segmenter
 from ministral_ros.speech.config import load_config
 from ministral_ros.speech.espeak import speak
 from ministral_ros.speech.pipeline import SpeechPipeline, TranscriptEvent
+from ministral_ros.speech.stop_first import StopRecord
 from ministral_ros.speech.stop_phrases import words_of
 import numpy as np
 import yaml
@@ -66,6 +74,7 @@ class Tally:
     failures: list[str] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
     vetoed_passed: list[str] = field(default_factory=list)
+    scores: list[dict[str, object]] = field(default_factory=list)
 
 
 def speech_end(samples: np.ndarray) -> int:
@@ -108,13 +117,15 @@ def outcome(finals: list[TranscriptEvent], withheld: bool) -> str:
 
 
 def measure(condition: str, spoken: dict[tuple[str, str, int], np.ndarray],
-            stops: set[str], overrides: dict[str, object], seed: int = 0) -> dict[str, Tally]:
+            stops: set[str], overrides: dict[str, object], seed: int = 0, stops_only: bool = False) -> dict[str, Tally]:
     config = load_config(overrides=overrides)
     events: list[TranscriptEvent] = []
     pipeline = SpeechPipeline(create_segmenter(config), create_recognizer(config), events.append,
                               partial_interval_ms=config.partial_interval_ms)
     tallies = {'stop': Tally(), 'command': Tally()}
     for index, ((text, voice, rate), speech) in enumerate(spoken.items()):
+        if stops_only and text not in stops:
+            continue
         samples, end_s = recording(speech, condition, seed=seed + index)
         withheld_before = getattr(pipeline.recognizer, 'withheld', 0)
         vetoed_before = getattr(pipeline.recognizer, 'vetoed_passed', 0)
@@ -135,6 +146,8 @@ def measure(condition: str, spoken: dict[tuple[str, str, int], np.ndarray],
             scored = scorer.last if scorer is not None and scorer.last is not None else None
             score = f', score {scored.score:.4f}' if scored is not None and scored.score is not None else ''
             tally.failures.append(f'{text!r} ({voice}, {rate}) -> {heard} [{result}{why}{score}]')
+        if kind == 'stop':
+            tally.scores.append(stop_score(text, voice, rate, result, record, pipeline.recognizer))
         stop_events = [e for e in finals if e.stop]
         if kind == 'stop' and stop_events:
             first = stop_events[0]
@@ -144,15 +157,30 @@ def measure(condition: str, spoken: dict[tuple[str, str, int], np.ndarray],
     return tallies
 
 
+def stop_score(text: str, voice: str, rate: int, result: str, record: StopRecord | None,
+               recognizer: object) -> dict[str, object]:
+    """One stop utterance's outcome, the evidence that decided its stop and the detector's score."""
+    entry: dict[str, object] = {'text': text, 'voice': voice, 'rate': rate, 'outcome': result}
+    if result == 'stop' and record is not None:
+        entry['reason'] = record.reason.value + (' early' if record.early else '')
+        entry['score'] = record.score
+    else:
+        scorer = getattr(recognizer, 'scorer', None)
+        entry['score'] = scorer.last.score if scorer is not None and scorer.last is not None else None
+    return entry
+
+
 Spoken = dict[tuple[str, str, int], np.ndarray]
 
 
-def render(workdir: str, phrases: str, speeds: list[int], cache: str = '') -> tuple[Spoken, set[str]]:
-    """espeak-ng renderings of the default stop phrases and a phrase set (cached under ``cache``)."""
+def render(workdir: str, phrases: str, speeds: list[int], cache: str = '',
+           stops_only: bool = False) -> tuple[Spoken, set[str]]:
+    """espeak-ng renderings of the default stop phrases and a phrase set (cached under ``cache``); the stops
+    come first, so their noise seeds are the same with ``stops_only``."""
     variants, commands = PHRASE_SETS[phrases]
     stops = set(DEFAULT_STOP_PHRASES) | set(variants)
     spoken = {}
-    for text in [*DEFAULT_STOP_PHRASES, *variants, *commands]:
+    for text in [*DEFAULT_STOP_PHRASES, *variants, *(() if stops_only else commands)]:
         for voice in VOICE_NAMES:
             for rate in speeds:
                 spoken[(text, voice, rate)] = rendering(text, voice, rate, workdir, cache)
@@ -183,8 +211,8 @@ def summary(condition: str, tallies: dict[str, Tally]) -> dict[str, object]:
         'stop_to_other': stop.outcomes['other'],
         'early_stops': stop.early,
         'command_utterances': command_total,
-        'false_stop_rate': command.outcomes['stop'] / command_total,
-        'withheld_command_rate': command.outcomes['withheld'] / command_total,
+        'false_stop_rate': command.outcomes['stop'] / max(command_total, 1),
+        'withheld_command_rate': command.outcomes['withheld'] / max(command_total, 1),
         'vetoed_passed_commands': command.vetoed_passed,
         'vetoed_passed_stops': stop.vetoed_passed,
         'latency_median_ms': 1000 * statistics.median(latencies) if latencies else None,
@@ -194,6 +222,7 @@ def summary(condition: str, tallies: dict[str, Tally]) -> dict[str, object]:
         'false_stops': command.failures,
         'stop_reasons': dict(stop.reasons),
         'false_stop_reasons': dict(command.reasons),
+        'stop_scores': stop.scores,
     }
 
 
@@ -205,14 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--speeds', nargs='+', type=int, default=[140, 175], help='espeak-ng words per minute')
     parser.add_argument('--seed', type=int, default=0, help='noise seed of the first recording')
     parser.add_argument('--cache', default='', help='folder that keeps the renderings between runs')
+    parser.add_argument('--stops-only', action='store_true',
+                        help="measure the stop utterances only (their scores: see 'stop_scores' with --json)")
     parser.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
                         help='speech settings to change, e.g. stop.early_confirmations=2 (YAML values)')
     args = parser.parse_args(argv)
     overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition('=') for item in args.set)}
     with tempfile.TemporaryDirectory() as workdir:
-        spoken, stops = render(workdir, args.phrases, args.speeds, args.cache)
+        spoken, stops = render(workdir, args.phrases, args.speeds, args.cache, args.stops_only)
     for condition in args.conditions:
-        result = summary(condition, measure(condition, spoken, stops, overrides, args.seed))
+        result = summary(condition, measure(condition, spoken, stops, overrides, args.seed, args.stops_only))
         if args.json:
             print(json.dumps(result), flush=True)
             continue

@@ -224,7 +224,7 @@ def test_the_default_configuration_uses_the_shipped_detector():
     recognizer = create_recognizer(config)
     assert isinstance(recognizer.scorer, LearnedStopScorer)
     rule = recognizer.spotter.config.learned
-    assert rule == LearnedRule(recognizer.scorer.threshold, 0.01, 0.03, 0.99)
+    assert rule == LearnedRule(recognizer.scorer.threshold, 0.035, 0.02, 0.99)
     tuned = create_recognizer(load_config(overrides={'stop.detector_threshold': 0.6, 'stop.veto_below': 0.0,
                                                      'stop.veto_doubt_below': 0.2}))
     assert tuned.spotter.config.learned == LearnedRule(0.6, 0.0, 0.2)
