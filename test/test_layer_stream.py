@@ -13,7 +13,7 @@ from ministral_ros.engine import Engine
 from ministral_ros.export import layer_stream
 from ministral_ros.export.exporter import ExportError
 from ministral_ros.export.graph_builder import hidden_names, input_norm
-from ministral_ros.export.layer_stream import cut, layer_piece, LayerStream, PIECE_FILE
+from ministral_ros.export.layer_stream import cut, layer_piece, LayerStream
 from ministral_ros.export.random_checkpoint import write_random_checkpoint
 from ministral_ros.export.streaming_export import export_streaming
 import numpy as np
@@ -40,9 +40,10 @@ def test_keys_and_values_equal_the_engines_cache(folders, monkeypatch, precision
     prefix = random_ids(PREFIX, INTERLEAVED.vocab, 1)
     sequences = [prefix + random_ids(count, INTERLEAVED.vocab, count) for count in TAILS]
     assert max(len(ids) for ids in sequences) < WINDOW
+    before = sorted(path.name for path in (folders / precision).iterdir())
     streamed = dict(LayerStream(folders / precision, threads=1).keys_and_values(sequences, PREFIX))
     assert sorted(streamed) == list(range(INTERLEAVED.layers))
-    assert not (folders / precision / PIECE_FILE).exists()
+    assert sorted(path.name for path in (folders / precision).iterdir()) == before   # nothing written there
     for number, ids in enumerate(sequences, 1):
         engine = Engine.load(folders / precision, 'cpu', threads=1, prefill_chunk=8)
         engine.feed(ids)

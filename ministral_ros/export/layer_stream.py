@@ -12,8 +12,9 @@ its piece runs:
     piece ``i``:     (normed_i, residual_i) -> (normed_i+1, residual_i+1), present.i.key, present.i.value
     (the last layer's piece stops at its keys and values: its MLP and the output head are never run)
 
-Each piece is written as a small ONNX file into the folder (removed after) whose initializers still point
-into ``model.onnx_data``, so onnxruntime reads that layer's weights and nothing else. The nodes, kernels
+Each piece is handed to onnxruntime as bytes whose initializers still point into ``model.onnx_data``
+(resolved in the folder through the session option ``session.model_external_initializers_file_folder_path``;
+nothing is written), so onnxruntime reads that layer's weights and nothing else. The nodes, kernels
 and weights are the model's own, so the keys and values are the ones the engine computes, up to the order
 of floating-point sums. Between pieces only the hidden states live: ``2 x tokens x hidden`` float32
 numbers per sequence (50 MB for 1,600 tokens of the 8B).
@@ -26,7 +27,6 @@ A shared prefix (the node's prompt) is run once per layer; each sequence's rest 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 import logging
 from pathlib import Path
@@ -41,7 +41,6 @@ from onnx import helper, TensorProto
 
 logger = logging.getLogger(__name__)
 
-PIECE_FILE = '.layer_stream_piece.onnx'
 CHUNK = 256  # tokens per call: bounds the attention scores (heads x chunk x context floats)
 
 
@@ -112,19 +111,16 @@ class LayerStream:
         self.model = onnx.load(str(self.folder / self.manifest.graph_file), load_external_data=False)
         self.threads = threads
 
-    @contextmanager
-    def _session(self, inputs: Sequence[str], outputs: Sequence[str]) -> Iterator:
+    def _session(self, inputs: Sequence[str], outputs: Sequence[str]):
+        """A CPU session of the piece from ``inputs`` to ``outputs``, its weights read from the folder."""
         import onnxruntime
-        path = self.folder / PIECE_FILE
-        path.write_bytes(cut(self.model, inputs, outputs).SerializeToString())
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        try:
-            yield onnxruntime.InferenceSession(str(path), sess_options=options, providers=['CPUExecutionProvider'])
-        finally:
-            path.unlink(missing_ok=True)
+        options.add_session_config_entry('session.model_external_initializers_file_folder_path', str(self.folder))
+        return onnxruntime.InferenceSession(cut(self.model, inputs, outputs).SerializeToString(), sess_options=options,
+                                            providers=['CPUExecutionProvider'])
 
     def keys_and_values(self, sequences: Sequence[Sequence[int]], shared: int
                         ) -> Iterator[tuple[int, list[tuple[np.ndarray, np.ndarray]]]]:
@@ -135,13 +131,14 @@ class LayerStream:
         stretches += [Stretch(list(ids[shared:]), shared, 0 if shared else None) for ids in sequences]
         stretches = [stretch for stretch in stretches if stretch.token_ids]
         layers, started = self.manifest.architecture.num_layers, time.perf_counter()
-        with self._session(['input_ids'], list(hidden_names(0, layers))) as session:
-            for stretch in stretches:
-                ids = np.array([stretch.token_ids], np.int64)
-                stretch.hidden = tuple(session.run(None, {'input_ids': ids}))
+        session = self._session(['input_ids'], list(hidden_names(0, layers)))
+        for stretch in stretches:
+            stretch.hidden = tuple(session.run(None, {'input_ids': np.array([stretch.token_ids], np.int64)}))
+        del session   # each piece's weights go before the next piece's are read
         for layer in range(layers):
-            with self._session(*layer_piece(layer, layers)) as session:
-                caches = [self._run(session, stretch, layer, stretches) for stretch in stretches]
+            session = self._session(*layer_piece(layer, layers))
+            caches = [self._run(session, stretch, layer, stretches) for stretch in stretches]
+            del session
             logger.info('int8 KV calibration: layer %d/%d (%.1f s)', layer + 1, layers, time.perf_counter() - started)
             yield layer, [(key[:, stretch.start:], value[:, stretch.start:])
                           for stretch, (key, value) in zip(stretches, caches)]
