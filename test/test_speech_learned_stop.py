@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ministral_ros.speech.backends import create_recognizer
 from ministral_ros.speech.config import DEFAULT_STOP_DETECTOR, load_config, SpeechConfigError
+from ministral_ros.speech.espeak import speak
 from ministral_ros.speech.learned_stop import LearnedStopScorer
 from ministral_ros.speech.speech_embedding import SpeechEmbedding
 from ministral_ros.speech.stop_classifier import StopClassifier
@@ -17,10 +18,10 @@ from ministral_ros.speech.stop_decision import (decide_stop, early_stop_phrase, 
 from ministral_ros.speech.stop_first import StopFirstRecognizer
 from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES, StopDetector
 from ministral_ros.speech.stop_spotter import SpotterConfig
-from ministral_ros.speech.stop_training_data import load_training_phrases
+from ministral_ros.speech.stop_training_data import load_training_phrases, with_noise
 import numpy as np
 import pytest
-from speech_support import ScriptedInner
+from speech_support import require_tools, ScriptedInner
 
 ROOT = Path(__file__).resolve().parents[1]
 DETECTOR = StopDetector(STANDARD_STOP_PHRASES)
@@ -224,7 +225,7 @@ def test_the_default_configuration_uses_the_shipped_detector():
     recognizer = create_recognizer(config)
     assert isinstance(recognizer.scorer, LearnedStopScorer)
     rule = recognizer.spotter.config.learned
-    assert rule == LearnedRule(recognizer.scorer.threshold, 0.035, 0.02, 0.99)
+    assert rule == LearnedRule(recognizer.scorer.threshold, 0.02, 0.02, 0.99)
     tuned = create_recognizer(load_config(overrides={'stop.detector_threshold': 0.6, 'stop.veto_below': 0.0,
                                                      'stop.veto_doubt_below': 0.2}))
     assert tuned.spotter.config.learned == LearnedRule(0.6, 0.0, 0.2)
@@ -266,3 +267,30 @@ def test_the_shipped_detector_was_trained_on_this_repository_s_phrases_only():
     assert training['stops'] == len(phrases.stops) and training['commands'] == len(phrases.commands)
     assert training['held_aside_stop_recall'] >= 0.95 and training['held_aside_false_stops'] <= 0.02
     assert StopClassifier.load(folder / 'stop_classifier.npz').threshold == pytest.approx(training['threshold'])
+
+
+def test_the_shipped_detector_hears_the_default_stops_whatever_silence_leads_them(tmp_path):
+    """The node's VAD starts a segment up to its 300 ms pre-roll before the detected onset (0.23-0.28 s in
+    the stop benchmark). A detector trained with the onset always 0.3 s in scored a real "cancel that"
+    (10 dB) 0.002 there and 0.99 with 0.1 s more lead. Every default stop phrase, two voices, clean and at
+    10 dB SNR, led by 0.2 to 0.8 s of silence: none may score where a veto could overrule it, and nearly
+    all must reach the threshold on their own. (Led by 0.1 s, a "wait" at 10 dB still scores 0.002:
+    models/stop-detector/README.md.)"""
+    require_tools('espeak-ng', 'sox')
+    config = load_config()
+    scorer = LearnedStopScorer.load(config.stop_detector_path())
+    veto = max(config.stop_veto_below, config.stop_veto_doubt_below)
+    rng = np.random.default_rng(0)
+    scores = {}
+    for phrase in STANDARD_STOP_PHRASES:
+        for voice in ('en', 'en-us'):
+            speech = speak(phrase, str(tmp_path), voice=voice, words_per_minute=160).samples
+            for lead in (0.2, 0.25, 0.35, 0.6, 0.8):
+                for snr in (None, 10.0):
+                    scorer.start()
+                    scorer.accept(with_noise(speech, snr, rng, lead_s=lead, trail_s=0.4))
+                    scores[(phrase, voice, lead, snr)] = scorer.score()
+    lowest = min(scores, key=scores.get)
+    assert scores[lowest] > veto, f'{lowest} scored {scores[lowest]:.4f}, below a veto ({veto})'
+    reached = sum(score >= scorer.threshold for score in scores.values()) / len(scores)
+    assert reached >= 0.9, f'only {reached:.1%} of the default stop renderings reach the threshold'

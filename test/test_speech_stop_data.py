@@ -10,14 +10,17 @@ from pathlib import Path
 import sys
 
 from ministral_ros.demo_model.stop_commands import command_file_text, generated_commands
+from ministral_ros.speech.everyday_speech import everyday_sentences, sentence_file_text
 from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES, StopDetector
 from ministral_ros.speech.stop_training_data import (
     eval_phrase_sets,
     generated_stops,
+    LEAD_S,
     load_training_phrases,
     SILENCE_S,
     spoken_examples,
     StopDataError,
+    training_exclusions,
     TrainingPhrases,
     with_noise,
 )
@@ -79,6 +82,47 @@ def test_the_command_file_is_the_generator_s_output():
     count, seed = (int(first.split(flag)[1].split()[0].strip('`;')) for flag in ('--count', '--seed'))
     assert path.read_text(encoding='utf-8') == command_file_text(count, seed), (
         'regenerate it: python -m ministral_ros.demo_model.stop_commands --count N --seed S --out ' + str(path))
+
+
+def test_generated_everyday_sentences_hold_no_stop():
+    detector = StopDetector(STANDARD_STOP_PHRASES)
+    exclude = frozenset({'hallway light on please', 'great job pal'})
+    sentences = everyday_sentences(400, 1, exclude)
+    assert len(sentences) == len(set(sentences)) == 400 and not set(sentences) & exclude
+    stop_words = {'stop', 'halt', 'cancel', 'abort', 'freeze', 'emergency', 'e-stop', 'estop', 'wait'}
+    for text in sentences:
+        words = text.split()
+        assert not detector.is_stop(text) and not stop_words & set(words) and 'hold on' not in text, text
+        assert 1 <= len(words) <= 12 and text == text.lower()
+    heard_alike = {'hall', 'hallway', 'holiday', 'walter', 'top'}
+    assert heard_alike <= {w for text in sentences for w in text.split()}, 'sound-alikes of stop words stay'
+    assert everyday_sentences(400, 1, exclude) == sentences and everyday_sentences(400, 2, exclude) != sentences
+
+
+def test_everyday_sentences_say_when_the_templates_run_out():
+    with pytest.raises(ValueError, match='only .* distinct sentences'):
+        everyday_sentences(3, 0, frozenset(), templates=('turn {switch} the lamp',))
+    assert set(everyday_sentences(2, 0, frozenset(), templates=('turn {switch} the lamp',))) == {
+        'turn on the lamp', 'turn off the lamp'}
+    with pytest.raises(ValueError, match='count'):
+        everyday_sentences(0, 0, frozenset())
+
+
+def test_the_everyday_file_is_the_generator_s_output():
+    path = Path(__file__).resolve().parents[1] / 'config' / 'stop_training_generated.yaml'
+    first = path.read_text(encoding='utf-8').splitlines()[1]
+    count, seed = (int(first.split(flag)[1].split()[0].strip('`;')) for flag in ('--count', '--seed'))
+    assert path.read_text(encoding='utf-8') == sentence_file_text(count, seed, training_exclusions()), (
+        'regenerate it: python -m ministral_ros.speech.everyday_speech --count N --seed S --out ' + str(path))
+
+
+def test_the_everyday_file_writer_reports_an_unwritable_path(tmp_path, capsys):
+    from ministral_ros.speech.everyday_speech import main
+
+    assert main(['--count', '5', '--out', str(tmp_path / 'absent' / 'everyday.yaml')]) == 2
+    assert 'absent' in capsys.readouterr().err
+    assert main(['--count', '5', '--out', str(tmp_path / 'everyday.yaml')]) == 0
+    assert len(yaml.safe_load((tmp_path / 'everyday.yaml').read_text())['commands']) == 5
 
 
 def test_the_command_file_writer_reports_an_unwritable_path(tmp_path, capsys):
@@ -151,6 +195,17 @@ def test_rendering_is_deterministic_per_seed(tmp_path):
         np.testing.assert_allclose(a.samples, b.samples, atol=2e-4)  # sox dithers its 16-bit output
         assert a.samples.dtype == np.float32 and len(a.samples) > 2 * SILENCE_S * 16000
         assert a.voice in phrases.voices and 140 <= a.words_per_minute <= 180
+
+
+def test_renderings_start_after_random_silences(tmp_path):
+    phrases = TrainingPhrases(('stop',), ('go to the kitchen',), ('en',), (160, 160))
+    examples = list(spoken_examples(phrases, tmp_path, 6, (None,), seed=1))
+    onsets = [int(np.argmax(np.abs(e.samples) > 0.02)) / 16000 for e in examples]
+    assert all(LEAD_S[0] <= onset <= LEAD_S[1] + 0.1 for onset in onsets), onsets
+    assert max(onsets) - min(onsets) > 0.1, f'the lead silences do not vary: {onsets}'
+    speech = np.ones(1600, np.float32) * 0.5
+    padded = with_noise(speech, None, np.random.default_rng(0), lead_s=0.5, trail_s=0.25)
+    assert len(padded) == 8000 + 1600 + 4000 and np.abs(padded[:8000]).max() < 0.01 < padded[8000]
 
 
 def test_the_training_command_writes_a_loadable_classifier(tmp_path):

@@ -21,7 +21,7 @@ import sys
 from ministral_ros.demo_model.generator import CommandGenerator
 from ministral_ros.demo_model.phrasings import load_phrasings
 from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES, StopDetector, words_of
-from ministral_ros.speech.stop_training_data import DEFAULT_PHRASES, load_training_phrases, StopDataError
+from ministral_ros.speech.stop_training_data import DEFAULT_PHRASES, StopDataError, training_exclusions
 import yaml
 
 MAX_COMMAND_WORDS = 14
@@ -49,12 +49,6 @@ def generated_commands(count: int, seed: int, exclude: frozenset[str]) -> tuple[
         if words and len(words) <= MAX_COMMAND_WORDS and not stopping and text not in exclude:
             found[text] = None
     return tuple(found)
-
-
-def training_exclusions(phrases_path: Path = DEFAULT_PHRASES) -> frozenset[str]:
-    """The measured phrases and every training stop: no generated command may be one of them."""
-    phrases = load_training_phrases(phrases_path)
-    return phrases.exclude | frozenset(phrases.stops)
 
 
 def command_file_text(count: int, seed: int, phrases_path: Path = DEFAULT_PHRASES) -> str:

@@ -34,6 +34,12 @@ MEASURED_SETS = ('heldout', 'fresh', 'fresh2', 'fresh3', 'fresh4', 'fresh5', 'fr
                  'fresh10')
 CLEAN_FLOOR_DBFS = -60.0
 SILENCE_S = 0.3
+# Silence before and after the speech of one training rendering, drawn per rendering (seconds). Until
+# 2026-12-02 both were SILENCE_S: the detector then learned the speech onset at 0.3 s, and in the node
+# (the VAD's 300 ms pre-roll starts a segment 0.23-0.28 s before the onset) a real "cancel that" at
+# 10 dB scored 0.002 where the same audio with 0.1 s more lead scored 0.99.
+LEAD_S = (0.05, 0.8)
+TRAIL_S = (0.2, 0.6)
 SAMPLE_RATE = 16000
 
 
@@ -158,6 +164,12 @@ def load_training_phrases(path: str | Path | None = None, eval_path: str | Path 
                            exclude)
 
 
+def training_exclusions(phrases_path: str | Path | None = None) -> frozenset[str]:
+    """The measured phrases and every training stop: no generated negative may be one of them."""
+    phrases = load_training_phrases(phrases_path)
+    return phrases.exclude | frozenset(phrases.stops)
+
+
 @dataclass(frozen=True)
 class SpokenExample:
     phrase: str
@@ -168,11 +180,12 @@ class SpokenExample:
     samples: np.ndarray           # float32, 16 kHz, speech between silences
 
 
-def with_noise(speech: np.ndarray, snr_db: float | None, rng: np.random.Generator) -> np.ndarray:
-    """``speech`` between ``SILENCE_S`` silences plus white noise: ``snr_db`` below the RMS of its active
-    samples, or the clean floor when None."""
-    silence = np.zeros(int(SILENCE_S * SAMPLE_RATE), np.float32)
-    samples = np.concatenate([silence, speech.astype(np.float32), silence])
+def with_noise(speech: np.ndarray, snr_db: float | None, rng: np.random.Generator, lead_s: float = SILENCE_S,
+               trail_s: float = SILENCE_S) -> np.ndarray:
+    """``speech`` between ``lead_s`` and ``trail_s`` of silence plus white noise: ``snr_db`` below the RMS
+    of its active samples, or the clean floor when None."""
+    samples = np.concatenate([np.zeros(int(lead_s * SAMPLE_RATE), np.float32), speech.astype(np.float32),
+                              np.zeros(int(trail_s * SAMPLE_RATE), np.float32)])
     if snr_db is None:
         level = 10 ** (CLEAN_FLOOR_DBFS / 20)
     else:
@@ -183,7 +196,8 @@ def with_noise(speech: np.ndarray, snr_db: float | None, rng: np.random.Generato
 
 def spoken_examples(phrases: TrainingPhrases, workdir: str | Path, renders_per_phrase: int,
                     snrs: Sequence[float | None], seed: int) -> Iterator[SpokenExample]:
-    """``renders_per_phrase`` renderings of every phrase, each in a random voice, speed and condition."""
+    """``renders_per_phrase`` renderings of every phrase, each in a random voice, speed and condition, with
+    random silences around it (``LEAD_S``, ``TRAIL_S``)."""
     choose = random.Random(seed)
     noise = np.random.default_rng(seed)
     for stop, group in ((True, phrases.stops), (False, phrases.commands)):
@@ -192,5 +206,6 @@ def spoken_examples(phrases: TrainingPhrases, workdir: str | Path, renders_per_p
                 voice = choose.choice(phrases.voices)
                 rate = choose.randint(*phrases.words_per_minute)
                 snr = choose.choice(list(snrs))
+                lead, trail = choose.uniform(*LEAD_S), choose.uniform(*TRAIL_S)
                 speech = speak(phrase, workdir, voice=voice, words_per_minute=rate).samples
-                yield SpokenExample(phrase, stop, voice, rate, snr, with_noise(speech, snr, noise))
+                yield SpokenExample(phrase, stop, voice, rate, snr, with_noise(speech, snr, noise, lead, trail))

@@ -20,8 +20,8 @@ import time
 
 from ministral_ros.speech.speech_embedding import SpeechEmbedding, SpeechEmbeddingError
 from ministral_ros.speech.stop_classifier_training import StopTrainConfig, train_stop_classifier
-from ministral_ros.speech.stop_training_data import (DEFAULT_PHRASES, load_training_phrases, spoken_examples,
-                                                     StopDataError, TrainingPhrases)
+from ministral_ros.speech.stop_training_data import (DEFAULT_PHRASES, LEAD_S, load_training_phrases, spoken_examples,
+                                                     StopDataError, TRAIL_S, TrainingPhrases)
 import numpy as np
 
 LOG = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ def embedded_examples(phrases: TrainingPhrases, renders: int, seed: int) -> tupl
 
 def _features_key(phrases: TrainingPhrases, renders: int, seed: int) -> str:
     snrs = ['clean' if s is None else s for s in DEFAULT_SNRS]
-    return json.dumps({'phrases_sha256': phrases.digest(), 'renders': renders, 'seed': seed, 'snrs_db': snrs})
+    return json.dumps({'phrases_sha256': phrases.digest(), 'renders': renders, 'seed': seed, 'snrs_db': snrs,
+                       'lead_s': list(LEAD_S), 'trail_s': list(TRAIL_S)})
 
 
 def cached_examples(phrases: TrainingPhrases, renders: int, seed: int,
@@ -92,7 +93,8 @@ def build(phrases_path: Path, out: Path, renders: int, seed: int, config: StopTr
     summary = {
         'phrases_file': _shown(phrases_path), 'phrases_sha256': phrases.digest(),
         'stops': len(phrases.stops), 'commands': len(phrases.commands), 'renders_per_phrase': renders,
-        'snrs_db': ['clean' if s is None else s for s in DEFAULT_SNRS], 'seed': seed, 'config': config.__dict__,
+        'snrs_db': ['clean' if s is None else s for s in DEFAULT_SNRS], 'lead_s': list(LEAD_S),
+        'trail_s': list(TRAIL_S), 'seed': seed, 'config': config.__dict__,
         'threshold': model.threshold, 'utterances': len(labels), 'held_aside': int(held.sum()),
         'held_aside_stop_recall': float(decided[labels_array[held]].mean()),
         'held_aside_false_stops': float(decided[~labels_array[held]].mean()),
