@@ -14,15 +14,13 @@ can be read; test/test_speech_stop_data.py checks the file equals this generator
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-import sys
 
 from ministral_ros.demo_model.generator import CommandGenerator
 from ministral_ros.demo_model.phrasings import load_phrasings
 from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES, StopDetector, words_of
-from ministral_ros.speech.stop_training_data import DEFAULT_PHRASES, StopDataError, training_exclusions
-import yaml
+from ministral_ros.speech.stop_training_data import (DEFAULT_PHRASES, generated_list_main, holds_phrase,
+                                                     phrase_list_text, training_exclusions)
 
 MAX_COMMAND_WORDS = 14
 # Stop phrases a command may hold: "wait for five seconds" is a command the detector must learn.
@@ -45,32 +43,18 @@ def generated_commands(count: int, seed: int, exclude: frozenset[str]) -> tuple[
         words = words_of(example.text)
         text = ' '.join(words)
         stopping = (any(call.name == 'stop' for call in example.calls) or detector.is_stop(text)
-                    or any(tuple(words[i:i + len(p)]) == p for p in banned for i in range(len(words))))
+                    or holds_phrase(words, banned))
         if words and len(words) <= MAX_COMMAND_WORDS and not stopping and text not in exclude:
             found[text] = None
     return tuple(found)
 
 
 def command_file_text(count: int, seed: int, phrases_path: Path = DEFAULT_PHRASES) -> str:
-    commands = generated_commands(count, seed, training_exclusions(phrases_path))
-    body = yaml.safe_dump({'commands': list(commands)}, sort_keys=False, allow_unicode=True, width=1000)
-    return HEADER.format(args=f'--count {count} --seed {seed}') + body
+    return phrase_list_text(HEADER, count, seed, generated_commands(count, seed, training_exclusions(phrases_path)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--count', type=int, default=400)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--out', type=Path, required=True, help='YAML file to write')
-    args = parser.parse_args(argv)
-    if args.count < 1:
-        parser.error('--count must be >= 1')
-    try:
-        args.out.write_text(command_file_text(args.count, args.seed), encoding='utf-8')
-    except (OSError, StopDataError) as error:
-        print(f'stop_commands: {error}', file=sys.stderr)
-        return 2
-    return 0
+    return generated_list_main(argv, __doc__.split('\n\n')[0], 'stop_commands', 400, command_file_text)
 
 
 if __name__ == '__main__':

@@ -10,7 +10,7 @@ words sharing sounds with stop words ("hall", "hallway", "holiday", "halter", "w
 
 One sentence: a template chosen at random, each ``{slot}`` replaced by a random entry of ``SLOTS[slot]``,
 then lower case and words only, as espeak-ng will speak it. A sentence is kept only when it holds no stop
-phrase as consecutive words ("hold on", "wait", "stop"), is no stop request, has at most
+phrase as consecutive words ("hold on", "wait", "stop"; so it is no stop request either), has at most
 ``MAX_WORDS`` words and is not in ``exclude`` (the measured phrase sets and the training stops).
 Seeded: the same seed and exclusions give the same sentences.
 
@@ -20,14 +20,12 @@ file equals this generator's output, so what the detector learned from can be re
 """
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 import random
 import sys
 
 from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES, StopDetector, words_of
-from ministral_ros.speech.stop_training_data import StopDataError, training_exclusions
-import yaml
+from ministral_ros.speech.stop_training_data import (generated_list_main, holds_phrase, phrase_list_text,
+                                                     training_exclusions)
 
 MAX_WORDS = 12
 MAX_MISSES = 10_000     # draws in a row that give no new sentence before giving up
@@ -142,8 +140,7 @@ def everyday_sentences(count: int, seed: int, exclude: frozenset[str],
     while len(found) < count:
         text = _fill(choose.choice(templates), choose)
         words = words_of(text)
-        holds_stop = any(tuple(words[i:i + len(p)]) == p for p in detector.phrases for i in range(len(words)))
-        if words and len(words) <= MAX_WORDS and not holds_stop and not detector.is_stop(text) \
+        if words and len(words) <= MAX_WORDS and not holds_phrase(words, detector.phrases) \
                 and text not in exclude and text not in found:
             found[text] = None
             misses = 0
@@ -156,25 +153,12 @@ def everyday_sentences(count: int, seed: int, exclude: frozenset[str],
 
 
 def sentence_file_text(count: int, seed: int, exclude: frozenset[str]) -> str:
-    body = yaml.safe_dump({'commands': list(everyday_sentences(count, seed, exclude))}, sort_keys=False,
-                          allow_unicode=True, width=1000)
-    return HEADER.format(args=f'--count {count} --seed {seed}') + body
+    return phrase_list_text(HEADER, count, seed, everyday_sentences(count, seed, exclude))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--count', type=int, default=800)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--out', type=Path, required=True, help='YAML file to write')
-    args = parser.parse_args(argv)
-    if args.count < 1:
-        parser.error('--count must be >= 1')
-    try:
-        args.out.write_text(sentence_file_text(args.count, args.seed, training_exclusions()), encoding='utf-8')
-    except (OSError, StopDataError, ValueError) as error:
-        print(f'everyday_speech: {error}', file=sys.stderr)
-        return 2
-    return 0
+    return generated_list_main(argv, __doc__.split('\n\n')[0], 'everyday_speech', 800,
+                               lambda count, seed: sentence_file_text(count, seed, training_exclusions()))
 
 
 if __name__ == '__main__':

@@ -15,12 +15,14 @@ are always among the stops. Rendering is seeded: the same seed gives the same ex
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import argparse
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 import hashlib
 import json
 from pathlib import Path
 import random
+import sys
 
 from ministral_ros.speech.espeak import speak
 from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES, words_of
@@ -168,6 +170,37 @@ def training_exclusions(phrases_path: str | Path | None = None) -> frozenset[str
     """The measured phrases and every training stop: no generated negative may be one of them."""
     phrases = load_training_phrases(phrases_path)
     return phrases.exclude | frozenset(phrases.stops)
+
+
+def holds_phrase(words: Sequence[str], phrases: Iterable[tuple[str, ...]]) -> bool:
+    """Whether one of ``phrases`` stands in ``words`` as consecutive words."""
+    return any(tuple(words[i:i + len(p)]) == p for p in phrases for i in range(len(words)))
+
+
+def phrase_list_text(header: str, count: int, seed: int, phrases: Sequence[str]) -> str:
+    """A generated list of negatives as ``command_files`` are read: ``header`` (its ``{args}`` the
+    generator's arguments), then the ``commands`` list."""
+    body = yaml.safe_dump({'commands': list(phrases)}, sort_keys=False, allow_unicode=True, width=1000)
+    return header.format(args=f'--count {count} --seed {seed}') + body
+
+
+def generated_list_main(argv: list[str] | None, description: str, program: str, default_count: int,
+                        file_text: Callable[[int, int], str]) -> int:
+    """The command line of a list generator: ``--count``, ``--seed``, ``--out``; writes ``file_text(count,
+    seed)`` and returns 0, or says why it could not on stderr and returns 2."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--count', type=int, default=default_count)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', type=Path, required=True, help='YAML file to write')
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error('--count must be >= 1')
+    try:
+        args.out.write_text(file_text(args.count, args.seed), encoding='utf-8')
+    except (OSError, StopDataError, ValueError) as error:
+        print(f'{program}: {error}', file=sys.stderr)
+        return 2
+    return 0
 
 
 @dataclass(frozen=True)
