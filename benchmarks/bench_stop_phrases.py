@@ -20,9 +20,10 @@ each written before any detector ran on it; see the file's header). The default 
 every set.
 
 Outcome of an utterance: ``stop`` (a stop transcript was published), ``motion`` (a transcript holding a
-motion verb was published instead), ``withheld`` (the detector vetoed a stop whose transcript held a stop
-word: nothing published) or ``other`` (nothing else, or a non-motion command). ``vetoed_passed_*`` lists
-the utterances whose stop evidence the detector vetoed and whose transcript went on as a command.
+motion verb was published instead), ``withheld`` (the detector vetoed a stop but the transcript may not go
+on as a command, ``stop_first.withhold_reason``: nothing published) or ``other`` (nothing else, or a
+non-motion command). ``vetoed_passed_*`` lists the utterances whose stop evidence the detector vetoed and
+whose transcript went on as a command, with the evidence vetoed.
 The learned stop detector of ``stop.detector`` takes part as configured (``--set stop.detector=''``
 measures the recognisers alone); failures print its last score of the utterance.
 ``stop_scores`` (JSON) holds every stop utterance's outcome, the evidence that decided its stop
@@ -139,9 +140,12 @@ def measure(condition: str, spoken: dict[tuple[str, str, int], np.ndarray],
             tally.reasons[record.reason.value + (' early' if record.early else '')] += 1
         heard = ' | '.join(e.text for e in finals) or '(nothing)'
         if getattr(pipeline.recognizer, 'vetoed_passed', 0) > vetoed_before:
-            tally.vetoed_passed.append(f'{text!r} ({voice}, {rate}) -> {heard} [{result}]')
+            vetoed = pipeline.recognizer.last_vetoed
+            tally.vetoed_passed.append(f'{text!r} ({voice}, {rate}) -> {heard} [{result}, vetoed '
+                                       f'{vetoed.value if vetoed else "?"}]')
         if (kind == 'stop') != (result == 'stop') or result == 'withheld':
             why = f', {record.reason.value}{" early" if record.early else ""}' if result == 'stop' and record else ''
+            why = f': {pipeline.recognizer.last_withheld}' if result == 'withheld' else why
             scorer = getattr(pipeline.recognizer, 'scorer', None)
             scored = scorer.last if scorer is not None and scorer.last is not None else None
             score = f', score {scored.score:.4f}' if scored is not None and scored.score is not None else ''

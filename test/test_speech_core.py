@@ -9,6 +9,8 @@ from ministral_ros.speech.audio import Audio, AudioFormatError, level_dbfs, read
 from ministral_ros.speech.config import InputSpec, load_config, SpeechConfigError
 from ministral_ros.speech.espeak import compose
 from ministral_ros.speech.grammar import build_jsgf, CommandVocabulary, GrammarError, vocabulary_from_actions
+from ministral_ros.speech.pipeline import SpeechPipeline
+from ministral_ros.speech.recognizer import MAX_LEAD_S, Transcript
 from ministral_ros.speech.resample import resample, Resampler
 from ministral_ros.speech.vad import SegmenterConfig, SegmentEventKind, SileroVad, UtteranceSegmenter
 import numpy as np
@@ -279,3 +281,53 @@ def test_peak_level_is_taken_per_diagnostics_period():
     assert stats.take_peak() == -120.0  # a new period starts empty
     stats.raise_peak(-40.0)
     assert stats.take_peak() == -40.0
+
+
+class _LeadRecorder:
+    """A recogniser that keeps what the pipeline hands it: the lead and the audio of each utterance."""
+
+    name, sample_rate = 'recorder', 16000
+
+    def __init__(self) -> None:
+        self.utterances: list[tuple[np.ndarray, list[np.ndarray]]] = []
+
+    def start(self) -> None:
+        self.utterances.append((np.zeros(0, np.float32), []))
+
+    def lead(self, samples: np.ndarray) -> None:
+        self.utterances[-1] = (np.array(samples, np.float32), self.utterances[-1][1])
+
+    def accept(self, samples: np.ndarray) -> None:
+        self.utterances[-1][1].append(np.array(samples, np.float32))
+
+    def partial(self) -> str:
+        return ''
+
+    def finish(self) -> Transcript:
+        return Transcript('', 0.0)
+
+
+def test_the_pipeline_hands_a_recogniser_the_audio_before_each_utterance(spoken_commands):
+    """The learned stop detector hears some audio from before the VAD segment (learned_stop.py): the lead
+    must be exactly the stream's samples right before the segment, at most MAX_LEAD_S, and never reach back
+    into the previous utterance."""
+    parts = [1.5, spoken_commands['stop'], 0.6, spoken_commands['bring me the red cup'], 0.8]
+    audio, _ = compose(parts, 16000, noise_dbfs=-60)
+    recorder = _LeadRecorder()
+    pipeline = SpeechPipeline(UtteranceSegmenter(SileroVad(), SegmenterConfig(hangover_ms=300, pre_roll_ms=300)),
+                              recorder, lambda event: None, partial_interval_ms=0)
+    pipeline.reset(16000)
+    for offset in range(0, len(audio.samples), 1000):
+        pipeline.feed(audio.samples[offset:offset + 1000])
+    pipeline.end_of_stream()
+    assert len(recorder.utterances) == 2
+    previous_end = 0
+    for lead, chunks in recorder.utterances:
+        heard = np.concatenate(chunks)
+        start = int(np.flatnonzero(audio.samples == heard[0])[0])
+        assert np.array_equal(audio.samples[start:start + len(heard)], heard)
+        assert 0 < len(lead) <= int(MAX_LEAD_S * 16000)
+        assert np.array_equal(audio.samples[start - len(lead):start], lead), 'the samples right before the segment'
+        assert start - len(lead) >= previous_end, 'the lead never holds the previous utterance'
+        assert len(lead) == min(int(MAX_LEAD_S * 16000), start - previous_end)
+        previous_end = start + len(heard)

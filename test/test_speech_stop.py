@@ -39,14 +39,16 @@ def test_both_nodes_share_one_stop_phrase_list_and_detector():
 # ------------------------------------------------------------------ the detector (shared with the node)
 @pytest.mark.parametrize('text', ['stop and stop', 'stop stop stop', 'please stop now', 'halt then halt',
                                   'stop then stop', 'stop it', 'hey robot, emergency stop!', 'cancel that please',
-                                  'stop now and stop', 'please, hold on'])
+                                  'stop now and stop', 'please, hold on', 'wait just wait', 'stop, I said stop',
+                                  'um halt', 'well, stop'])
 def test_repeated_and_padded_stops_are_stops(text):
     assert DETECTOR.is_stop(text)
 
 
 @pytest.mark.parametrize('text', ['stop then move to the kitchen', 'stop and go to the kitchen', 'stop at the door',
                                   'wait for five seconds', 'cancel the second waypoint and go home',
-                                  'please go to the office', 'halt then turn left', 'stopwatch', 'then', ''])
+                                  'please go to the office', 'halt then turn left', 'stopwatch', 'then', '',
+                                  'i said go to the kitchen', 'um i said', 'well wait for me'])
 def test_nothing_that_holds_a_command_is_a_stop(text):
     assert not DETECTOR.is_stop(text)
 

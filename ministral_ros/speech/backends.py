@@ -72,7 +72,8 @@ def learned_stop_scorer(config: SpeechConfig) -> LearnedStopScorer | None:
     from ministral_ros.speech.stop_classifier import StopClassifierError
 
     try:
-        scorer = LearnedStopScorer.load(path, max_seconds=max(1.0, config.segmenter.max_utterance_s))
+        scorer = LearnedStopScorer.load(path, max_seconds=max(1.0, config.segmenter.max_utterance_s),
+                                        lead_seconds=config.stop_detector_lead_ms / 1000)
     except (StopClassifierError, SpeechEmbeddingError) as error:
         logger.error('learned stop detector unavailable (%s); stops are decided by the recognisers alone, which '
                      "takes more commands for stops. Fix stop.detector or set it to '' to silence this.", error)

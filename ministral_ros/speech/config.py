@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ministral_ros.share_paths import shared_path
+from ministral_ros.speech.learned_stop import DEFAULT_LEAD_SECONDS
+from ministral_ros.speech.recognizer import MAX_LEAD_S
 from ministral_ros.speech.stop_decision import (DOUBT_MARGIN, EARLY_MIN_SCORE, STOP_MARGIN, VETO_BELOW,
                                                 VETO_DOUBT_BELOW)
 from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES
@@ -58,7 +60,8 @@ DEFAULTS: dict[str, Any] = {
     'stop': {'spotter': True, 'phrases': [], 'check_interval_ms': 160, 'early_confirmations': 3,
              'doubt_is_stop': True, 'stop_margin': STOP_MARGIN, 'doubt_margin': DOUBT_MARGIN,
              'detector': 'default', 'detector_threshold': 0.0, 'veto_below': VETO_BELOW,
-             'veto_doubt_below': VETO_DOUBT_BELOW, 'early_min_score': EARLY_MIN_SCORE},
+             'veto_doubt_below': VETO_DOUBT_BELOW, 'early_min_score': EARLY_MIN_SCORE,
+             'detector_lead_ms': DEFAULT_LEAD_SECONDS * 1000},
 }
 
 
@@ -121,6 +124,7 @@ class SpeechConfig:
     stop_veto_below: float = VETO_BELOW   # a learned score below this overrules a heard stop request
     stop_veto_doubt_below: float = VETO_DOUBT_BELOW  # ... below this a stop word, the margin and doubt
     stop_early_min_score: float = EARLY_MIN_SCORE  # least learned score of the audio so far for an early stop
+    stop_detector_lead_ms: float = DEFAULT_LEAD_SECONDS * 1000  # audio before the utterance the detector hears
 
     def __post_init__(self) -> None:
         if self.sample_rate < 0 or (self.sample_rate and self.sample_rate < 8000):
@@ -149,6 +153,9 @@ class SpeechConfig:
         if not 0.0 <= self.stop_early_min_score <= 1.0:
             raise SpeechConfigError('stop.early_min_score must be 0 (the detector threshold) or in (0, 1], got '
                                     f'{self.stop_early_min_score}')
+        if not 0.0 <= self.stop_detector_lead_ms <= MAX_LEAD_S * 1000:
+            raise SpeechConfigError(f'stop.detector_lead_ms must be in [0, {MAX_LEAD_S * 1000:.0f}] ms, got '
+                                    f'{self.stop_detector_lead_ms}')
         if not self.stop_phrases or any(not phrase.strip() for phrase in self.stop_phrases):
             raise SpeechConfigError(f'stop.phrases {list(self.stop_phrases)} must be non-empty phrases '
                                     "(leave it [] for the main node's defaults)")
@@ -279,7 +286,8 @@ def build_config(tree: Mapping[str, Any], base_dir: Path, overrides: Mapping[str
             stop_detector_threshold=_typed(tree, 'stop.detector_threshold', float),
             stop_veto_below=_typed(tree, 'stop.veto_below', float),
             stop_veto_doubt_below=_typed(tree, 'stop.veto_doubt_below', float),
-            stop_early_min_score=_typed(tree, 'stop.early_min_score', float))
+            stop_early_min_score=_typed(tree, 'stop.early_min_score', float),
+            stop_detector_lead_ms=_typed(tree, 'stop.detector_lead_ms', float))
     except SpeechConfigError:
         raise
     except (TypeError, ValueError) as error:

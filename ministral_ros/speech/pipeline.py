@@ -20,13 +20,16 @@ import time
 
 from ministral_ros.speech.audio import level_dbfs
 from ministral_ros.speech.capture import AudioDeviceError, AudioSource, EndOfStream
-from ministral_ros.speech.recognizer import Recognizer, Transcript
+from ministral_ros.speech.recognizer import MAX_LEAD_S, Recognizer, Transcript
 from ministral_ros.speech.resample import Resampler
 from ministral_ros.speech.transcript import strip_wake_word
 from ministral_ros.speech.vad import SegmentEventKind, UtteranceSegmenter
 import numpy as np
 
 logger = logging.getLogger(__name__)
+# Audio kept for a recogniser's lead: the VAD announces a segment after its pre-roll and first windows, so
+# the history reaches MAX_LEAD_S before the segment's start only if it is that much longer.
+HISTORY_S = MAX_LEAD_S + 2.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,9 @@ class SpeechPipeline:
         self._last_partial = ''
         self._open = False
         self._early_stop_at: float | None = None   # stream time of this utterance's early stop
+        self._history = np.zeros(0, np.float32)    # the newest HISTORY_S of audio (for a recogniser's lead)
+        self._history_end = 0                      # stream sample index just after ``_history``
+        self._quiet_from = 0                       # stream sample index where the last utterance ended
 
     def reset(self, source_rate: int) -> None:
         """A new stream at ``source_rate`` (a new file or a reopened device)."""
@@ -124,6 +130,7 @@ class SpeechPipeline:
         if self._open:
             self.recognizer.finish()
         self._open = False
+        self._history, self._history_end, self._quiet_from = np.zeros(0, np.float32), 0, 0
 
     def feed(self, block: np.ndarray) -> None:
         if self._resampler is None:
@@ -142,6 +149,8 @@ class SpeechPipeline:
             self._segment(self._resampler.flush(), flush=True)
 
     def _segment(self, samples: np.ndarray, flush: bool) -> None:
+        self._history = np.concatenate([self._history, samples])[-int(HISTORY_S * self.rate):]
+        self._history_end += len(samples)
         began = time.perf_counter()
         events = list(self.segmenter.process(samples))
         if flush:
@@ -162,6 +171,9 @@ class SpeechPipeline:
                 self._last_partial = ''
                 self._early_stop_at = None
                 self.recognizer.start()
+                lead = getattr(self.recognizer, 'lead', None)
+                if lead is not None:
+                    lead(self._audio_before(round(event.time_s * self.rate) - len(event.samples)))
                 self.recognizer.accept(event.samples)
                 self._check_early_stop(event.time_s)
             elif event.kind == SegmentEventKind.AUDIO:
@@ -173,10 +185,12 @@ class SpeechPipeline:
                     self._emit_partial(event.time_s)
             elif event.kind == SegmentEventKind.DISCARD:
                 self._open = False
+                self._quiet_from = round(event.time_s * self.rate)
                 self.recognizer.finish()
                 self.stats.discarded += 1
             elif event.kind == SegmentEventKind.END:
                 self._open = False
+                self._quiet_from = round(event.time_s * self.rate)
                 transcript = self.recognizer.finish()
                 if self._early_stop_at is not None:
                     self._record_stop_latency(self._early_stop_at - self._speech_end(event.time_s))
@@ -184,6 +198,13 @@ class SpeechPipeline:
                     self._emit_final(transcript, event.time_s, event.truncated)
         finally:
             self.stats.recognizer_s += time.perf_counter() - began
+
+    def _audio_before(self, start: int) -> np.ndarray:
+        """The audio before stream sample ``start`` back to the end of the previous utterance (what the
+        history still holds of it)."""
+        first = max(self._history_end - len(self._history), self._quiet_from, start - int(MAX_LEAD_S * self.rate))
+        offset = self._history_end - len(self._history)
+        return self._history[first - offset:start - offset] if start > first else np.zeros(0, np.float32)
 
     def _speech_end(self, end_s: float) -> float:
         """Stream time at which speech ended: the VAD's end less its hang-over."""

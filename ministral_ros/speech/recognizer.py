@@ -14,6 +14,11 @@ from typing import Protocol
 import numpy as np
 
 
+# The most audio from before an utterance that the pipeline hands a recogniser with a ``lead`` method (the
+# learned stop detector hears some in front of the VAD segment: learned_stop.py).
+MAX_LEAD_S = 1.0
+
+
 class RecognizerError(RuntimeError):
     """A backend that cannot be built or run (missing model files, bad configuration)."""
 
@@ -53,6 +58,10 @@ class Recognizer(Protocol):
 
     def finish(self) -> Transcript:
         """End the utterance and return its transcript."""
+
+
+# Optional: ``lead(samples)``, called between ``start`` and the first ``accept`` with the audio that came
+# before the utterance (since the previous one ended, at most MAX_LEAD_S; the pipeline checks for it).
 
 
 class BufferedRecognizer:

@@ -49,11 +49,14 @@ stop, ``StopEvidence.stop_score``), the recognisers' evidence is weighed against
   0.02: a stop must score 40x lower than the development sets' lowest to be overruled. The earlier detectors'
   development lows were 0.097 / 0.041 (vetoes 0.035 / 0.02, threshold 0.790) and 0.020 / 0.061 (0.01 /
   0.03); their scores fell to 0.002-0.04 when a segment began less than 0.3 s before the speech;
-- a veto never lets a stop word through to the planner: when the transcript that would go on as a command
-  still holds an unambiguous stop word ("stop then leave", the spotter's and the command recogniser's
-  reading of espeak's "stop this", vetoed at 0.0025 on ``fresh5``), the utterance is withheld, neither a
-  stop nor a command (``StopFirstRecognizer``; counted and logged). A stop the detector wrongly vetoes can
-  then not become motion through the stop word the recognisers did hear;
+- a veto makes an utterance a command only when the vetoed evidence was the weaker kind and the command
+  transcript is a whole command without a stop word; otherwise it is withheld, neither a stop nor a command
+  (``stop_first.withhold_reason``; counted and logged): a transcript holding an unambiguous stop word ("stop
+  then leave", the spotter's and the command recogniser's reading of espeak's "stop this", vetoed at 0.0025
+  on ``fresh5``), one that is no whole command (the command grammar's search ended inside a sentence), and
+  any command after the spotter heard a whole stop request (espeak's "oh wait just wait" at 10 dB on
+  ``fresh10``: a stop request to the spotter, vetoed at 0.005, then "leave the white"). A stop the detector
+  wrongly vetoes can then not become motion through what the recognisers did hear of it;
 - a stop the spotter hears before the utterance ends is published then only when the audio so far
   scores at least ``early_min`` (0.99; 0 means the threshold): the beginning of "start the washing
   machine" or "put on..." sounds like "stop" / "hold on" to the spotter, and a stop that waits is

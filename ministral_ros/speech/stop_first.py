@@ -7,10 +7,17 @@ a stop is returned as the configured stop phrase ("stop", "emergency stop") with
 when the spotter finds no stop is the command recogniser's transcript decoded, and checked once
 more (an unambiguous stop word in it, or a grammar search that ended outside any command while the
 spotter's margin leaves doubt, still makes a stop). ``early_stop`` hands the pipeline a stop
-heard while the user is still speaking. When the learned detector vetoed the stop evidence but the
-command transcript still holds an unambiguous stop word, the utterance is WITHHELD: an empty transcript
-(the pipeline publishes nothing), counted in ``withheld`` and logged, so a vetoed stop never reaches the
-planner as a command ("stop then leave").
+heard while the user is still speaking.
+
+When the learned detector vetoed the stop evidence, the command transcript goes on only if the evidence
+was the weaker kind (a stop word inside a longer hypothesis, the margin, doubt) and the transcript is a whole
+command without a stop word (or itself a stop request, on which the main node stops). Otherwise the
+utterance is WITHHELD (``withhold_reason``): an empty transcript (the pipeline publishes nothing), counted in
+``withheld`` and logged. So a stop the detector wrongly vetoes cannot reach the planner as a command through
+a stop word ("stop then leave"), nor as a fragment the command grammar forced its sound into (its search
+ended inside a sentence), nor as whatever command the grammar made of a whole stop request the spotter heard:
+espeak's "oh wait just wait" at 10 dB, heard by the spotter as a stop request and vetoed at 0.005, went on
+as "leave the white" before this rule.
 
 With a ``LearnedStopScorer`` the same audio is also scored by the learned stop detector; its score
 joins the evidence of every decision (stop_decision.py: a high score is a stop, a score near zero
@@ -28,7 +35,7 @@ import time
 from ministral_ros.speech.learned_stop import LearnedStopScorer
 from ministral_ros.speech.recognizer import Recognizer, Transcript
 from ministral_ros.speech.stop_decision import StopDecision, StopEvidence, StopReason
-from ministral_ros.speech.stop_phrases import words_of
+from ministral_ros.speech.stop_phrases import StopDetector, words_of
 from ministral_ros.speech.stop_spotter import StopSpotter
 import numpy as np
 
@@ -61,17 +68,27 @@ class StopFirstRecognizer:
         self.sample_rate = inner.sample_rate
         self.last_stop: StopRecord | None = None
         self.finished_with_stop = False        # the last ``finish`` returned a stop
-        self.withheld = 0                      # utterances withheld (a vetoed stop whose transcript holds a stop word)
+        self.withheld = 0                      # utterances withheld (``withhold_reason``)
         self.vetoed_passed = 0                 # utterances whose stop evidence was vetoed, passed on as commands
+        self.last_vetoed: StopReason | None = None   # the vetoed evidence of the last utterance (None: no veto)
+        self.last_withheld = ''                # why the last utterance was withheld ('' when it was not)
         self._early: StopDecision | None = None
 
     def start(self) -> None:
         self._early = None
         self.finished_with_stop = False
+        self.last_vetoed = None
+        self.last_withheld = ''
         self.spotter.start()
         self.inner.start()
         if self.scorer is not None:
             self.scorer.start()
+
+    def lead(self, samples: np.ndarray) -> None:
+        """Audio from before the utterance: the learned detector hears its newest ``lead_seconds`` in front
+        of the utterance (the recognisers only the utterance)."""
+        if self.scorer is not None:
+            self.scorer.lead(samples)
 
     def accept(self, samples: np.ndarray) -> None:
         if self.scorer is not None:
@@ -111,18 +128,22 @@ class StopFirstRecognizer:
         if decision.stop:
             return self._stop(decision, began, early=False, audio_s=transcript.audio_s, score=score)
         self.finished_with_stop = False
-        held = sorted(self.spotter.stop_words & set(words_of(transcript.text)))
-        if held and (decision.vetoed or spotted.vetoed):
+        vetoed = spotted if spotted.vetoed else decision
+        self.last_vetoed = vetoed.reason if vetoed.vetoed else None
+        why = withhold_reason(spotted, decision, transcript.text, evidence.command_complete,
+                              self.spotter.stop_words, self.spotter.detector)
+        if why:
             self.withheld += 1
-            logger.info('utterance withheld: the transcript %r holds %s but the stop detector vetoed the stop '
-                        '(score %s): neither a stop nor a command is published', transcript.text, held,
-                        'unknown' if score is None else f'{score:.4f}')
+            self.last_withheld = why
+            logger.info('utterance withheld: the stop detector vetoed the stop (%s, score %s) but %s: neither a '
+                        'stop nor a command is published', vetoed.reason.value,
+                        'unknown' if score is None else f'{score:.4f}', why)
             return Transcript(text='', confidence=0.0, audio_s=transcript.audio_s,
                               decode_s=time.perf_counter() - began, backend=self.name)
-        if decision.vetoed or spotted.vetoed:
+        if vetoed.vetoed:
             self.vetoed_passed += 1
-            logger.info('stop evidence vetoed by the stop detector (score %s): %r goes on as a command',
-                        'unknown' if score is None else f'{score:.4f}', transcript.text)
+            logger.info('stop evidence (%s) vetoed by the stop detector (score %s): %r goes on as a command',
+                        vetoed.reason.value, 'unknown' if score is None else f'{score:.4f}', transcript.text)
         return Transcript(text=transcript.text, confidence=transcript.confidence, audio_s=transcript.audio_s,
                           decode_s=time.perf_counter() - began, backend=self.name)
 
@@ -137,3 +158,20 @@ class StopFirstRecognizer:
             self.last_stop = StopRecord(decision.phrase, decision.reason, early, elapsed, score)
         return Transcript(text=decision.phrase, confidence=1.0, audio_s=audio_s, decode_s=elapsed,
                           backend=self.name)
+
+
+def withhold_reason(spotted: StopDecision, decision: StopDecision, text: str, complete: bool,
+                    stop_words: frozenset[str], detector: StopDetector) -> str:
+    """Why an utterance whose stop evidence the detector vetoed may not go on as the command ``text``, or ''
+    (no veto, or only the weaker evidence was vetoed and ``text`` is a whole command without a stop word).
+    A transcript that is itself a stop request ("wait") goes on: the main node stops on it."""
+    if not (spotted.vetoed or decision.vetoed) or detector.is_stop(text):
+        return ''
+    held = sorted(stop_words & set(words_of(text)))
+    if held:
+        return f'the transcript {text!r} holds {held}'
+    if not complete:
+        return f'the transcript {text!r} is no whole command (the grammar search ended inside one)'
+    if spotted.vetoed and spotted.reason is StopReason.STOP_REQUEST:
+        return f'the spotter heard a whole stop request and the command recogniser {text!r}'
+    return ''

@@ -25,6 +25,7 @@ STANDARD_STOP_PHRASES = (
 FILLERS = frozenset({
     'please', 'now', 'right', 'immediately', 'robot', 'hey', 'ok', 'okay', 'all', 'everything',
     'it', 'that', 'this', 'the', 'robots', 'you', 'just', 'oh', 'no', 'and', 'then', 'go', 'sir',
+    'i', 'said', 'um', 'uh', 'ah', 'well',
 })
 _WORD = re.compile(r"[\w'-]+")
 

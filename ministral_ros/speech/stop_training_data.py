@@ -3,15 +3,16 @@ espeak-ng in many voices and speeds, in silence or in white noise, turned into s
 sequences (speech_embedding.py).
 
 Besides the listed stops, ``generate_stops`` more are drawn from the grammar a stop request follows
-(``stop_phrases.py``: stop phrases, repeated or joined by "and"/"then", with fillers before and after),
-leaving out every phrase listed in ``exclude`` (the phrases the detector is measured on). More commands
-come from the YAML lists named in ``command_files`` (config/stop_training_commands.yaml: written by
-``python -m ministral_ros.demo_model.stop_commands`` from the demo model's sentence generator).
+(``stop_phrases.py``: stop phrases, repeated or joined by a word such as "and", "just" or "i said", with
+fillers before and after), leaving out every phrase listed in ``exclude`` (the phrases the detector is
+measured on). More commands come from the YAML lists named in ``command_files``
+(config/stop_training_commands.yaml: written by ``python -m ministral_ros.demo_model.stop_commands`` from
+the demo model's sentence generator).
 
 One example: a phrase, a random voice and speed from the file, a condition (``clean``: a -60 dBFS
 noise floor, as a quiet microphone has; or white noise ``snr_db`` below the speech's RMS level, the
-recipe of benchmarks/bench_stop_phrases.py), 0.3 s of silence on each side. The default stop phrases
-are always among the stops. Rendering is seeded: the same seed gives the same examples.
+recipe of benchmarks/bench_stop_phrases.py), random silences before and after (``LEAD_S``, ``TRAIL_S``).
+The default stop phrases are always among the stops. Rendering is seeded: the same seed gives the same examples.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ CONFIG = Path(__file__).resolve().parents[2] / 'config'
 DEFAULT_PHRASES = CONFIG / 'stop_training_phrases.yaml'
 EVAL_PHRASES = CONFIG / 'stop_eval_phrases.yaml'
 MEASURED_SETS = ('heldout', 'fresh', 'fresh2', 'fresh3', 'fresh4', 'fresh5', 'fresh6', 'fresh7', 'fresh8', 'fresh9',
-                 'fresh10', 'fresh11')
+                 'fresh10', 'fresh11', 'joined')
 CLEAN_FLOOR_DBFS = -60.0
 SILENCE_S = 0.3
 # Silence before and after the speech of one training rendering, drawn per rendering (seconds). Until
@@ -80,23 +81,32 @@ class TrainingPhrases:
         return hashlib.sha256(json.dumps(content).encode('utf-8')).hexdigest()
 
 
-PREFIXES = ('', '', 'please', 'robot', 'hey', 'okay', 'oh no', 'hey robot', 'no', 'just', 'ok robot')
-SUFFIXES = ('', '', 'now', 'please', 'right now', 'immediately', 'robot', 'now please', 'it', 'everything')
+PREFIXES = ('', '', 'please', 'robot', 'hey', 'okay', 'oh no', 'hey robot', 'no', 'just', 'ok robot', 'oh', 'um', 'uh',
+            'ah', 'well', 'no no', 'hey hey', 'oh just')
+# Words people put between repeated stop phrases ("wait just wait", "halt um halt", "stop i said stop"): the
+# detector of session 10 scored such stops near 0 with only "and" / "then" here.
+JOINERS = ('and', 'then', 'just', 'i said', 'um', 'uh', 'oh', 'please', 'no', 'hey', 'robot', 'now')
+SUFFIXES = ('', '', 'now', 'please', 'right now', 'immediately', 'robot', 'now please', 'it', 'everything', 'i said',
+            'okay')
 
 
 def generated_stops(count: int, seed: int, exclude: frozenset[str]) -> tuple[str, ...]:
-    """``count`` distinct stop requests from the stop grammar (fillers + 1-3 stop phrases), none in
+    """``count`` distinct stop requests from the stop grammar (a filler, 1-3 stop phrases, each after the first
+    the same phrase again half of the time and a joining word before it half of the time, a filler), none in
     ``exclude`` and none a bare default phrase."""
     choose = random.Random(seed)
     found: dict[str, None] = {}
     for _ in range(100 * count):
         if len(found) >= count:
             break
-        phrases = [choose.choice(STANDARD_STOP_PHRASES) for _ in range(choose.choice((1, 1, 1, 2, 2, 3)))]
-        if len(phrases) > 1 and choose.random() < 0.3:
-            phrases = [phrases[0], choose.choice(('and', 'then')), *phrases[1:]]
-        words = ' '.join([choose.choice(PREFIXES), *phrases, choose.choice(SUFFIXES)]).split()
-        text = ' '.join(words)
+        first = choose.choice(STANDARD_STOP_PHRASES)
+        more = choose.choice((0, 0, 0, 1, 1, 2))
+        phrases = [first, *(first if choose.random() < 0.5 else choose.choice(STANDARD_STOP_PHRASES)
+                            for _ in range(more))]
+        words = [choose.choice(PREFIXES), phrases[0]]
+        for phrase in phrases[1:]:
+            words += [choose.choice(JOINERS) if choose.random() < 0.5 else '', phrase]
+        text = ' '.join(' '.join([*words, choose.choice(SUFFIXES)]).split())
         if text not in exclude and text not in STANDARD_STOP_PHRASES:
             found[text] = None
     return tuple(found)
