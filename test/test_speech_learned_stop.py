@@ -330,31 +330,42 @@ def test_the_shipped_detector_was_trained_on_this_repository_s_phrases_only():
     assert StopClassifier.load(folder / 'stop_classifier.npz').threshold == pytest.approx(training['threshold'])
 
 
+def _assert_the_shipped_detector_hears(renderings, min_reached: float, what: str) -> None:
+    """Every rendering (key, samples) scores above the vetoes, and at least ``min_reached`` of them reach the
+    shipped detector's threshold on their own."""
+    config = load_config()
+    scorer = LearnedStopScorer.load(config.stop_detector_path())
+    veto = max(config.stop_veto_below, config.stop_veto_doubt_below)
+    scores = {}
+    for key, samples in renderings:
+        scorer.start()
+        scorer.accept(samples)
+        scores[key] = scorer.score()
+    lowest = min(scores, key=scores.get)
+    assert scores[lowest] > veto, f'{lowest} scored {scores[lowest]:.4f}, below a veto ({veto})'
+    reached = sum(score >= scorer.threshold for score in scores.values()) / len(scores)
+    assert reached >= min_reached, f'only {reached:.1%} of the {what} renderings reach the threshold'
+
+
 def test_the_shipped_detector_hears_the_default_stops_whatever_silence_leads_them(tmp_path):
     """The node's VAD starts a segment up to its 300 ms pre-roll before the detected onset (0.23-0.28 s in
     the stop benchmark). A detector trained with the onset always 0.3 s in scored a real "cancel that"
     (10 dB) 0.002 there and 0.99 with 0.1 s more lead. Every default stop phrase, two voices, clean and at
     10 dB SNR, led by 0.2 to 0.8 s of silence: none may score where a veto could overrule it, and nearly
-    all must reach the threshold on their own. (Led by 0.1 s, a "wait" at 10 dB still scores 0.002:
-    models/stop-detector/README.md.)"""
+    all must reach the threshold on their own. (Led by 0.1 s a stop may still score 0.0015:
+    models/stop-detector/README.md; the node hands the detector 0.3 s more, ``stop.detector_lead_ms``.)"""
     require_tools('espeak-ng', 'sox')
-    config = load_config()
-    scorer = LearnedStopScorer.load(config.stop_detector_path())
-    veto = max(config.stop_veto_below, config.stop_veto_doubt_below)
     rng = np.random.default_rng(0)
-    scores = {}
-    for phrase in STANDARD_STOP_PHRASES:
-        for voice in ('en', 'en-us'):
-            speech = speak(phrase, str(tmp_path), voice=voice, words_per_minute=160).samples
-            for lead in (0.2, 0.25, 0.35, 0.6, 0.8):
-                for snr in (None, 10.0):
-                    scorer.start()
-                    scorer.accept(with_noise(speech, snr, rng, lead_s=lead, trail_s=0.4))
-                    scores[(phrase, voice, lead, snr)] = scorer.score()
-    lowest = min(scores, key=scores.get)
-    assert scores[lowest] > veto, f'{lowest} scored {scores[lowest]:.4f}, below a veto ({veto})'
-    reached = sum(score >= scorer.threshold for score in scores.values()) / len(scores)
-    assert reached >= 0.9, f'only {reached:.1%} of the default stop renderings reach the threshold'
+
+    def renderings():
+        for phrase in STANDARD_STOP_PHRASES:
+            for voice in ('en', 'en-us'):
+                speech = speak(phrase, str(tmp_path), voice=voice, words_per_minute=160).samples
+                for lead in (0.2, 0.25, 0.35, 0.6, 0.8):
+                    for snr in (None, 10.0):
+                        yield (phrase, voice, lead, snr), with_noise(speech, snr, rng, lead_s=lead, trail_s=0.4)
+
+    _assert_the_shipped_detector_hears(renderings(), 0.9, 'default stop')
 
 
 def test_the_shipped_detector_hears_stops_with_words_between_them(tmp_path):
@@ -364,20 +375,14 @@ def test_the_shipped_detector_hears_stops_with_words_between_them(tmp_path):
     set) in two voices and speeds, clean and at 10 dB, led by the VAD's usual 0.25 s: none may score where a
     veto could overrule it, and most must reach the threshold on their own."""
     require_tools('espeak-ng', 'sox')
-    config = load_config()
-    scorer = LearnedStopScorer.load(config.stop_detector_path())
-    veto = max(config.stop_veto_below, config.stop_veto_doubt_below)
     rng = np.random.default_rng(0)
-    scores = {}
-    for phrase in eval_phrase_sets()['joined'][0]:
-        for voice in ('en', 'en-us'):
-            for rate in (140, 175):
-                speech = speak(phrase, str(tmp_path), voice=voice, words_per_minute=rate).samples
-                for snr in (None, 10.0):
-                    scorer.start()
-                    scorer.accept(with_noise(speech, snr, rng, lead_s=0.25, trail_s=0.4))
-                    scores[(phrase, voice, rate, snr)] = scorer.score()
-    lowest = min(scores, key=scores.get)
-    assert scores[lowest] > veto, f'{lowest} scored {scores[lowest]:.4f}, below a veto ({veto})'
-    reached = sum(score >= scorer.threshold for score in scores.values()) / len(scores)
-    assert reached >= 0.85, f'only {reached:.1%} of the joined stop renderings reach the threshold'
+
+    def renderings():
+        for phrase in eval_phrase_sets()['joined'][0]:
+            for voice in ('en', 'en-us'):
+                for rate in (140, 175):
+                    speech = speak(phrase, str(tmp_path), voice=voice, words_per_minute=rate).samples
+                    for snr in (None, 10.0):
+                        yield (phrase, voice, rate, snr), with_noise(speech, snr, rng, lead_s=0.25, trail_s=0.4)
+
+    _assert_the_shipped_detector_hears(renderings(), 0.85, 'joined stop')

@@ -48,7 +48,10 @@ stop, ``StopEvidence.stop_score``), the recognisers' evidence is weighed against
   stops scored below 0.035 and 2 below 0.02 ("emergency halt" led by 0.08 s: 0.0002). So both vetoes are
   0.02: a stop must score 40x lower than the development sets' lowest to be overruled. The earlier detectors'
   development lows were 0.097 / 0.041 (vetoes 0.035 / 0.02, threshold 0.790) and 0.020 / 0.061 (0.01 /
-  0.03); their scores fell to 0.002-0.04 when a segment began less than 0.3 s before the speech;
+  0.03); their scores fell to 0.002-0.04 when a segment began less than 0.3 s before the speech. The
+  detector of session 11 (stop phrases joined by fillers in its training; threshold 0.911), hearing 0.3 s of
+  audio before the segment (``stop.detector_lead_ms``), has development lows of 0.92 / 0.98; the vetoes stay
+  0.02, since a higher veto only overrules more stops and false stops were already 0 on ``fresh10``;
 - a veto makes an utterance a command only when the vetoed evidence was the weaker kind and the command
   transcript is a whole command without a stop word; otherwise it is withheld, neither a stop nor a command
   (``stop_first.withhold_reason``; counted and logged): a transcript holding an unambiguous stop word ("stop
