@@ -12,6 +12,7 @@ what the ROS node runs.
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 import logging
@@ -118,7 +119,9 @@ class SpeechPipeline:
         self._last_partial = ''
         self._open = False
         self._early_stop_at: float | None = None   # stream time of this utterance's early stop
-        self._history = np.zeros(0, np.float32)    # the newest HISTORY_S of audio (for a recogniser's lead)
+        self._lead = getattr(recognizer, 'lead', None)   # the recogniser's optional ``lead`` (recognizer.py)
+        self._history: deque[np.ndarray] = deque()  # the newest HISTORY_S of audio, kept only for ``lead``
+        self._history_samples = 0
         self._history_end = 0                      # stream sample index just after ``_history``
         self._quiet_from = 0                       # stream sample index where the last utterance ended
 
@@ -130,7 +133,8 @@ class SpeechPipeline:
         if self._open:
             self.recognizer.finish()
         self._open = False
-        self._history, self._history_end, self._quiet_from = np.zeros(0, np.float32), 0, 0
+        self._history.clear()
+        self._history_samples = self._history_end = self._quiet_from = 0
 
     def feed(self, block: np.ndarray) -> None:
         if self._resampler is None:
@@ -149,8 +153,8 @@ class SpeechPipeline:
             self._segment(self._resampler.flush(), flush=True)
 
     def _segment(self, samples: np.ndarray, flush: bool) -> None:
-        self._history = np.concatenate([self._history, samples])[-int(HISTORY_S * self.rate):]
-        self._history_end += len(samples)
+        if self._lead is not None:
+            self._remember(samples)
         began = time.perf_counter()
         events = list(self.segmenter.process(samples))
         if flush:
@@ -171,9 +175,8 @@ class SpeechPipeline:
                 self._last_partial = ''
                 self._early_stop_at = None
                 self.recognizer.start()
-                lead = getattr(self.recognizer, 'lead', None)
-                if lead is not None:
-                    lead(self._audio_before(round(event.time_s * self.rate) - len(event.samples)))
+                if self._lead is not None:
+                    self._lead(self._audio_before(round(event.time_s * self.rate) - len(event.samples)))
                 self.recognizer.accept(event.samples)
                 self._check_early_stop(event.time_s)
             elif event.kind == SegmentEventKind.AUDIO:
@@ -199,12 +202,21 @@ class SpeechPipeline:
         finally:
             self.stats.recognizer_s += time.perf_counter() - began
 
+    def _remember(self, samples: np.ndarray) -> None:
+        self._history.append(np.array(samples, np.float32))   # a copy: an audio source may reuse its buffer
+        self._history_samples += len(samples)
+        self._history_end += len(samples)
+        while self._history_samples - len(self._history[0]) >= HISTORY_S * self.rate:
+            self._history_samples -= len(self._history.popleft())
+
     def _audio_before(self, start: int) -> np.ndarray:
-        """The audio before stream sample ``start`` back to the end of the previous utterance (what the
-        history still holds of it)."""
-        first = max(self._history_end - len(self._history), self._quiet_from, start - int(MAX_LEAD_S * self.rate))
-        offset = self._history_end - len(self._history)
-        return self._history[first - offset:start - offset] if start > first else np.zeros(0, np.float32)
+        """The audio before stream sample ``start`` back to the end of the previous utterance, at most
+        MAX_LEAD_S (what the history still holds of it)."""
+        offset = self._history_end - self._history_samples
+        first = max(offset, self._quiet_from, start - int(MAX_LEAD_S * self.rate))
+        if start <= first:
+            return np.zeros(0, np.float32)
+        return np.concatenate(self._history)[first - offset:start - offset]
 
     def _speech_end(self, end_s: float) -> float:
         """Stream time at which speech ended: the VAD's end less its hang-over."""
