@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+from ministral_ros.node.spin_node import MIN_ACK_WAIT_S, wait_for_delivery
 from ministral_ros_interfaces.srv import PlanCommand
 from node_test_support import wait_until
 import pytest
@@ -59,8 +60,13 @@ def _signal_and_collect(ros, proc, namespace: str, sig, texts: list[str], log: P
                    'the node to receive every request')
         signalled = time.monotonic()
         proc.send_signal(sig)
-        wait_until(lambda: len(probe.plans) >= len(texts) and all(c.done() for c in calls),
-                   SHUTDOWN_BUDGET_S + 2, 'every request answered after the signal')
+        try:
+            wait_until(lambda: len(probe.plans) >= len(texts) and all(c.done() for c in calls),
+                       SHUTDOWN_BUDGET_S + 2, 'every request answered after the signal')
+        except AssertionError as exc:
+            raise AssertionError(
+                f'{exc}: {len(probe.plans)} of {len(texts)} plans, calls done {[c.done() for c in calls]}, '
+                f'node exit status {proc.poll()}; node log:\n{log.read_text()[-3000:]}') from None
         answered_s = time.monotonic() - signalled
         print(f'{signal.Signals(sig).name}: {len(texts)} requests answered {answered_s * 1000:.0f} ms after the signal')
         assert proc.wait(10) == 0
@@ -97,3 +103,37 @@ def test_sigterm_on_the_console_script_answers_every_request(ros, tiny_model, tm
     texts = [f'request {n}' for n in range(6)] + [f'service {n}' for n in range(2)]
     plans = _signal_and_collect(ros, proc, namespace, signal.SIGTERM, texts, tmp_path / 'node.log')
     assert {p.status for p in plans} <= {'cancelled', 'reply', 'ok', 'clarify', 'error'}
+
+
+class _StandInPublisher:
+    def __init__(self, topic_name: str, acknowledged: bool) -> None:
+        self.topic_name = topic_name
+        self.acknowledged = acknowledged
+        self.waits_s: list[float] = []
+
+    def wait_for_all_acked(self, timeout) -> bool:
+        self.waits_s.append(timeout.nanoseconds / 1e9)
+        return self.acknowledged
+
+
+class _CountingExecutor:
+    def __init__(self) -> None:
+        self.spins = 0
+
+    def spin_once(self, timeout_sec: float) -> None:
+        self.spins += 1
+        time.sleep(timeout_sec)
+
+
+def test_delivery_waits_for_every_publisher_even_past_the_deadline_and_names_the_unacknowledged():
+    plans = _StandInPublisher('/ministral/plan', acknowledged=True)
+    plan_json = _StandInPublisher('/ministral/plan_json', acknowledged=False)
+    executor = _CountingExecutor()
+    started = time.monotonic()
+    late = wait_for_delivery([plans, plan_json], executor, deadline=started - 5.0, linger_s=0.1)
+    assert late == ['/ministral/plan_json']
+    assert plans.waits_s == [MIN_ACK_WAIT_S] and plan_json.waits_s == [MIN_ACK_WAIT_S]
+    assert executor.spins >= 2 and time.monotonic() - started >= 0.1
+    roomy = _StandInPublisher('/ministral/plan', acknowledged=True)
+    assert wait_for_delivery([roomy], executor, deadline=time.monotonic() + 2.0, linger_s=0.0) == []
+    assert 1.5 < roomy.waits_s[0] <= 2.0

@@ -1,9 +1,8 @@
 """The ``ministral`` lifecycle node: commands and transcripts in, typed action plans out.
 
 The node only wires ROS to rclpy-free parts: ``InputGate`` decides what to do with each input
-(refuse, ignore, stop, submit) and ``RequestRouter`` acts on it, ``PlanWorker`` plans on its own
-thread, ``ModelSlot`` holds the loaded model, ``planner_status`` builds ``~/status`` and
-``/diagnostics``, ``params`` holds the parameter table.
+(refuse, ignore, stop, submit), ``RequestRouter`` acts on it, ``PlanWorker`` plans on its own thread,
+``ModelSlot`` holds the model, ``planner_status`` builds ``~/status`` and ``/diagnostics``.
 
 Lifecycle: configure loads the model (``backend_factory.create_backend``) and starts the plan
 worker; activate starts handling input; deactivate cancels what is running or queued; cleanup and
@@ -11,9 +10,8 @@ shutdown release the model. The state is rclpy's lifecycle state machine's (``~/
 status and diagnostics report it as unconfigured, inactive, active or finalized. A failed
 configure logs and reports why (``~/status``, ``/diagnostics``) and leaves the node unconfigured,
 ready for another configure. With ``autostart`` (default) the node configures and activates
-itself once spinning. Publishers are made once, in the constructor, not per configure as in
-ros2/demos' lifecycle talker: status and diagnostics must report a failed configure, and every
-request answered at deactivation (its "cancelled" plan) must still reach the subscribers.
+itself once spinning. Publishers are made once, in the constructor (not per configure): a failed
+configure is reported, and the "cancelled" plans of a deactivation still reach the subscribers.
 
 Topics (relative to the node, remappable): ``~/command``, ``~/transcript`` (std_msgs/String) and
 ``~/action_result`` (ministral_ros_interfaces/ActionResult) in; ``~/plan`` (ActionPlan),
@@ -73,7 +71,7 @@ from ministral_ros.node.plan_messages import plan_to_json, plan_to_msg
 from ministral_ros.node.plan_worker import PlanWorker, QueuedRequest
 from ministral_ros.node.planner_status import NodeView, PlannerCounter, PlannerHealth, primary_state, status_payload
 from ministral_ros.node.request_router import Intake, new_request_id, RequestRouter
-from ministral_ros.node.spin_node import run_node
+from ministral_ros.node.spin_node import run_node, wait_for_delivery
 from ministral_ros.planning.plan import Plan, PlanStatus, RequestSource
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -286,12 +284,14 @@ class MinistralNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def answer_pending(self, executor: Any, timeout_s: float = 1.0) -> None:
-        """Before a shutdown: release the model ("cancelled" for every pending request), then spin
-        ``executor`` until the waiting service calls and ``~/plan`` goals have sent their answers."""
+        """Before a shutdown: release the model ("cancelled" for every pending request), spin until
+        waiting service calls and ``~/plan`` goals are answered, wait for the plans' delivery."""
         self.release(SHUTTING_DOWN)
         deadline = time.monotonic() + timeout_s
         while (self._calls_in_flight or self._plan_action.in_flight()) and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.02)
+        for topic in wait_for_delivery((self._plan_pub, self._plan_json_pub), executor, deadline):
+            self.get_logger().warning(f'exiting before all subscribers of {topic} acknowledged the last plans')
 
     def release(self, cancellation: Cancellation) -> None:
         """Close the intake, stop the worker (answering every waiting request) and drop the model."""
