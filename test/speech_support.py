@@ -80,8 +80,9 @@ class ScriptedInner:
 
     name, sample_rate = 'inner', 16000
 
-    def __init__(self, text: str, complete: bool = True) -> None:
+    def __init__(self, text: str, complete: bool = True, exact: bool | None = None) -> None:
         self.text, self.last_complete, self.decoded = text, complete, 0
+        self.last_exact = complete if exact is None else exact
 
     def start(self) -> None:
         pass

@@ -108,8 +108,9 @@ def test_the_scorer_scores_the_newest_audio_up_to_its_limit(features):
 
 @pytest.mark.parametrize('lead_seconds', [0.0, 0.3])
 def test_the_scorer_hears_its_lead_in_front_of_the_utterance(features, lead_seconds):
-    """The stop recogniser hands the scorer the audio before the VAD segment; it keeps the newest
-    ``lead_seconds`` of it in front of the utterance (0: none), and the recognisers never see it."""
+    """The stop recogniser hands the scorer the audio before the VAD segment; it scores the newest
+    ``lead_seconds`` of it in front of the utterance (0: none) and the utterance alone, keeping the
+    higher score, and the recognisers never see the lead."""
     scorer = LearnedStopScorer(_classifier(), features, lead_seconds=lead_seconds)
     recognizer = StopFirstRecognizer(ScriptedInner('go to the kitchen'), _EarlySpotter('hello'), scorer)
     rng = np.random.default_rng(2)
@@ -117,9 +118,44 @@ def test_the_scorer_hears_its_lead_in_front_of_the_utterance(features, lead_seco
     recognizer.start()
     recognizer.lead(before)
     recognizer.accept(utterance)
-    heard = np.concatenate([before[len(before) - int(lead_seconds * 16000):], utterance])
-    assert scorer.score() == pytest.approx(scorer.classifier.score(features.embed(heard)), abs=1e-6)
-    assert scorer.last.audio_s == pytest.approx(0.5 + lead_seconds)
+    led = np.concatenate([before[len(before) - int(lead_seconds * 16000):], utterance])
+    expected = {0.0: scorer.classifier.score(features.embed(utterance)),
+                lead_seconds: scorer.classifier.score(features.embed(led))}
+    assert scorer.score() == pytest.approx(max(expected.values()), abs=1e-6)
+    assert expected[scorer.last.lead_s] == pytest.approx(scorer.last.score, abs=1e-6)
+    assert scorer.last.audio_s == pytest.approx(0.5 + scorer.last.lead_s)
+    assert [lead for lead, _ in scorer.alignments()] == ([lead_seconds, 0.0] if lead_seconds else [0.0])
+
+
+class _ByLength:
+    """Stand-ins for the feature model and classifier: the "embedding" is the audio's length in samples
+    and the score a fixed table of it, so each alignment's score is known."""
+
+    threshold = 0.5
+
+    def __init__(self, scores: dict[int, float]) -> None:
+        self.scores = scores
+
+    def embed(self, audio: np.ndarray) -> int:
+        return audio.size
+
+    def score(self, samples: int) -> float:
+        return self.scores[samples]
+
+
+@pytest.mark.parametrize('with_lead, alone, lead_s', [(0.9, 0.1, 0.3), (0.1, 0.9, 0.0)])
+def test_the_score_is_the_higher_of_the_two_alignments(with_lead, alone, lead_s):
+    """A 10 dB "you just stop moving" scored 1.0 led by 0.25 s and 0.0000 led by 0.55 s: whichever
+    alignment hears the stop, the scorer must. Past ``max_seconds`` the lead is gone: one alignment."""
+    table = _ByLength({4800 + 8000: with_lead, 8000: alone, 16000: 0.7})
+    scorer = LearnedStopScorer(table, table, max_seconds=1.0, lead_seconds=0.3)
+    scorer.start()
+    scorer.lead(np.zeros(16000, np.float32))
+    scorer.accept(np.zeros(8000, np.float32))
+    assert scorer.score() == 0.9 and scorer.last.lead_s == lead_s
+    assert scorer.last.audio_s == pytest.approx(0.5 + lead_s)
+    scorer.accept(np.zeros(8000, np.float32))
+    assert scorer.score() == 0.7 and scorer.last.lead_s == 0.0 and len(scorer.alignments()) == 1
     with pytest.raises(ValueError, match='lead'):
         LearnedStopScorer(_classifier(), features, lead_seconds=1.5)
     with pytest.raises(SpeechConfigError, match='detector_lead_ms'):
@@ -237,23 +273,26 @@ def test_a_vetoed_stop_request_never_reaches_the_planner_as_a_command(command, p
     assert ('spotter heard a whole stop request' in recognizer.last_withheld) == (not published)
 
 
-@pytest.mark.parametrize('score, complete, text', [(0.001, False, ''), (0.001, True, 'leave the white mug'),
-                                                   (0.6, False, 'stop')])
-def test_a_vetoed_stop_never_reaches_the_planner_as_a_fragment(score, complete, text, caplog):
+@pytest.mark.parametrize('score, heard, complete, exact, text', [
+    (0.001, 'leave the white', False, False, ''),
+    (0.001, 'leave the white mug', True, True, 'leave the white mug'),
+    (0.001, 'move to the office and move to', True, False, ''),
+    (0.6, 'leave the white', False, False, 'stop')])
+def test_a_vetoed_stop_never_reaches_the_planner_as_a_fragment(score, heard, complete, exact, text, caplog):
     """The spotter's margin said stop, the detector vetoed it (0.001), and the command grammar's search ended
-    inside "leave the white": a fragment the grammar forced the sound into, yet motion. A vetoed utterance
-    whose command transcript is no whole command is withheld; a whole one goes on; above the veto (0.5 for the
-    margin here) it is a stop."""
-    heard = 'leave the white' if not complete else 'leave the white mug'
-    recognizer = StopFirstRecognizer(ScriptedInner(heard, complete=complete), _EarlySpotter('hello', margin=5.0),
-                                     _FixedScorer(score))
+    inside "leave the white": a fragment the grammar forced the sound into, yet motion. A 10 dB "you just stop
+    moving" came out as "move to the office and move to": a whole command and a cut second one (complete for
+    the stop decision, not exact). A vetoed utterance whose command transcript is not exactly one command is
+    withheld; an exact one goes on; above the veto (0.5 for the margin here) it is a stop."""
+    recognizer = StopFirstRecognizer(ScriptedInner(heard, complete=complete, exact=exact),
+                                     _EarlySpotter('hello', margin=5.0), _FixedScorer(score))
     recognizer.start()
     with caplog.at_level(logging.INFO, logger='ministral_ros.speech.stop_first'):
         assert recognizer.finish().text == text
-    withheld = score < RULE.veto_doubt_below and not complete
+    withheld = score < RULE.veto_doubt_below and not exact
     vetoed = score < RULE.veto_doubt_below
     assert (recognizer.withheld, recognizer.vetoed_passed) == (int(withheld), int(vetoed) - withheld)
-    assert ('is no whole command' in caplog.text) == withheld
+    assert ('is not exactly one command' in caplog.text) == withheld
 
 
 def test_early_min_score_sets_the_early_bar():

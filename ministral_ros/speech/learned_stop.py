@@ -1,10 +1,16 @@
 """The learned stop detector on the live audio path: buffers an utterance and scores it.
 
 ``LearnedStopScorer`` keeps the audio of the current utterance (the samples the recogniser is fed,
-16 kHz, after ``lead_seconds`` of the audio before it) and on request turns it into speech-embedding
+16 kHz) and ``lead_seconds`` of the audio before it, and on request turns them into speech-embedding
 vectors (speech_embedding.py) and a stop score (stop_classifier.py). The buffer holds at most
 ``max_seconds``, the newest audio: a stop said at the end of a long ramble is still heard, and memory
 stays bounded however long the input runs.
+
+The score is the higher of two alignments: the utterance with its lead in front, and the utterance
+alone. The detector's score depends on where the speech sits in its window (a 10 dB "you just stop
+moving" scored 0.9997-1.0 led by 0.25 s, 0.0000-0.09 led by 0.55 s), and a VAD segment may start
+anywhere in its pre-roll; a stop heard in either alignment is heard. This doubles the scoring time
+(about 30 -> 60 ms on two cores) and can only raise a score, i.e. only make the robot stop more often.
 
 Scoring never raises: a failure is logged once per utterance and gives ``None``, which the stop
 decision treats as "no learned evidence" (it then vetoes nothing; see stop_decision.py), so a broken
@@ -28,7 +34,8 @@ DEFAULT_MAX_SECONDS = 15.0
 # Audio from before the VAD segment that the detector hears in front of it (``lead``). It was trained with
 # 0.05-0.8 s of silence before the speech and scores stops led by less than 0.2 s far lower; the segment
 # starts 0.23-0.28 s before the speech in the stop benchmark (the VAD's 300 ms pre-roll less its late onset),
-# so 0.3 s more puts the speech about 0.55 s in. At most the pipeline's MAX_LEAD_S.
+# so 0.3 s more puts the speech about 0.55 s in. At most the pipeline's MAX_LEAD_S. The utterance is also
+# scored without it (see the module docstring).
 DEFAULT_LEAD_SECONDS = 0.3
 
 
@@ -37,8 +44,9 @@ class ScoreRecord:
     """The last score (for diagnostics)."""
 
     score: float | None
-    audio_s: float
-    seconds: float          # time the scoring took
+    audio_s: float          # the audio of the alignment that gave the score, its lead included
+    seconds: float          # time the scoring took (every alignment)
+    lead_s: float = 0.0     # the lead in front of that alignment's utterance
 
 
 class LearnedStopScorer:
@@ -54,6 +62,7 @@ class LearnedStopScorer:
         self.features = features
         self.lead_seconds = lead_seconds
         self._limit = int(max_seconds * SAMPLE_RATE)
+        self._lead = np.zeros(0, np.float32)
         self._chunks: list[np.ndarray] = []
         self._samples = 0
         self.last: ScoreRecord | None = None
@@ -71,15 +80,16 @@ class LearnedStopScorer:
         return self.classifier.threshold
 
     def start(self) -> None:
+        self._lead = np.zeros(0, np.float32)
         self._chunks = []
         self._samples = 0
 
     def lead(self, samples: np.ndarray) -> None:
-        """Audio from before the utterance (call right after ``start``): its newest ``lead_seconds`` go in
-        front of the utterance's audio."""
+        """Audio from before the utterance (call right after ``start``): its newest ``lead_seconds`` are
+        scored in front of the utterance's audio (one of the two alignments)."""
         keep = int(self.lead_seconds * SAMPLE_RATE)
         if keep and len(samples):
-            self.accept(np.asarray(samples, dtype=np.float32).reshape(-1)[-keep:])
+            self._lead = np.asarray(samples, dtype=np.float32).reshape(-1)[-keep:].copy()
 
     def accept(self, samples: np.ndarray) -> None:
         chunk = np.asarray(samples, dtype=np.float32).reshape(-1)
@@ -88,18 +98,36 @@ class LearnedStopScorer:
         while self._chunks and self._samples - len(self._chunks[0]) >= self._limit:
             self._samples -= len(self._chunks.pop(0))
 
+    def alignments(self) -> list[tuple[float, np.ndarray]]:
+        """(lead seconds, audio) of each alignment to score, each the newest ``max_seconds``: the
+        utterance led by its lead (when there is one and it still fits), then the utterance alone."""
+        if not self._chunks:
+            return []
+        utterance = np.concatenate(self._chunks)[-self._limit:]
+        if not self._lead.size or utterance.size >= self._limit:
+            return [(0.0, utterance)]
+        led = np.concatenate([self._lead, utterance])[-self._limit:]
+        return [((led.size - utterance.size) / SAMPLE_RATE, led), (0.0, utterance)]
+
     def score(self) -> float | None:
-        """The stop score of the audio so far (the newest ``max_seconds``), or None when there is no
-        audio or scoring failed (logged)."""
+        """The stop score of the audio so far (the higher of the two alignments), or None when there is
+        no audio or scoring failed (logged)."""
         began = time.perf_counter()
-        audio = np.concatenate(self._chunks)[-self._limit:] if self._chunks else np.zeros(0, np.float32)
-        value: float | None = None
-        if audio.size:
-            try:
+        best: tuple[float, float, int] | None = None  # score, lead seconds, samples
+        heard = 0
+        try:
+            for lead_s, audio in self.alignments():
+                heard = max(heard, audio.size)
                 value = self.classifier.score(self.features.embed(audio))
-            except Exception as error:  # onnxruntime raises its own types; any failure means "unknown"
-                logger.error('learned stop detector failed on %.2f s of audio (%s: %s); the stop decision '
-                             'falls back to the recognisers alone', audio.size / SAMPLE_RATE,
-                             type(error).__name__, error)
-        self.last = ScoreRecord(value, audio.size / SAMPLE_RATE, time.perf_counter() - began)
-        return value
+                if best is None or value > best[0]:
+                    best = (value, lead_s, audio.size)
+        except Exception as error:  # onnxruntime raises its own types; any failure means "unknown"
+            logger.error('learned stop detector failed on %.2f s of audio (%s: %s); the stop decision '
+                         'falls back to the recognisers alone', heard / SAMPLE_RATE, type(error).__name__, error)
+            best = None
+        elapsed = time.perf_counter() - began
+        if best is None:
+            self.last = ScoreRecord(None, heard / SAMPLE_RATE, elapsed)
+            return None
+        self.last = ScoreRecord(best[0], best[2] / SAMPLE_RATE, elapsed, best[1])
+        return best[0]

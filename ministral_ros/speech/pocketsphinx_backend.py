@@ -79,6 +79,9 @@ class PocketsphinxRecognizer:
         # Whether the last ``finish`` returned a whole sentence of the grammar (False: the search
         # ended on a path that is none, e.g. "come to the"); the stop path treats that as doubt.
         self.last_complete = True
+        # Whether it was exactly one sentence of the grammar, with no cut second command after it: only
+        # such a transcript may go on as a command after the stop detector vetoed a stop (stop_first.py).
+        self.last_exact = True
         self._chunks: list[bytes] = []
         self._started = False
 
@@ -117,7 +120,7 @@ class PocketsphinxRecognizer:
         pcm = b''.join(self._chunks)
         self._chunks = []
         audio_s = len(pcm) / 2 / self.sample_rate
-        self.last_complete = True
+        self.last_complete = self.last_exact = True
         if not pcm:
             return Transcript('', 0.0, backend=self.name)
         search = GRAMMAR_SEARCH if self.uses_grammar else LM_SEARCH
@@ -128,6 +131,7 @@ class PocketsphinxRecognizer:
             text, confidence = self._decode_with(LM_SEARCH, pcm)
         elif self.uses_grammar and text:
             self.last_complete = self._holds_a_whole_command(text)
+            self.last_exact = self._is_sentence(text)
         return Transcript(text=text, confidence=confidence, audio_s=audio_s,
                           decode_s=time.perf_counter() - began, backend=self.name)
 

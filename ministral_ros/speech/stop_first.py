@@ -130,8 +130,9 @@ class StopFirstRecognizer:
         self.finished_with_stop = False
         vetoed = spotted if spotted.vetoed else decision
         self.last_vetoed = vetoed.reason if vetoed.vetoed else None
-        why = withhold_reason(spotted, decision, transcript.text, evidence.command_complete,
-                              self.spotter.stop_words, self.spotter.detector)
+        exact = bool(getattr(self.inner, 'last_exact', evidence.command_complete))
+        why = withhold_reason(spotted, decision, transcript.text, exact, self.spotter.stop_words,
+                              self.spotter.detector)
         if why:
             self.withheld += 1
             self.last_withheld = why
@@ -160,18 +161,20 @@ class StopFirstRecognizer:
                           backend=self.name)
 
 
-def withhold_reason(spotted: StopDecision, decision: StopDecision, text: str, complete: bool,
+def withhold_reason(spotted: StopDecision, decision: StopDecision, text: str, exact: bool,
                     stop_words: frozenset[str], detector: StopDetector) -> str:
     """Why an utterance whose stop evidence the detector vetoed may not go on as the command ``text``, or ''
     (no veto, or only the weaker evidence was vetoed and ``text`` is a whole command without a stop word).
+    ``exact``: ``text`` is exactly one command, nothing cut after it (a grammar recogniser's
+    ``last_exact``); a vetoed "you just stop moving" came out at 10 dB as "move to the office and move to".
     A transcript that is itself a stop request ("wait") goes on: the main node stops on it."""
     if not (spotted.vetoed or decision.vetoed) or detector.is_stop(text):
         return ''
     held = sorted(stop_words & set(words_of(text)))
     if held:
         return f'the transcript {text!r} holds {held}'
-    if not complete:
-        return f'the transcript {text!r} is no whole command (the grammar search ended inside one)'
+    if not exact:
+        return f'the transcript {text!r} is not exactly one command (the grammar search ended inside one)'
     if spotted.vetoed and spotted.reason is StopReason.STOP_REQUEST:
         return f'the spotter heard a whole stop request and the command recogniser {text!r}'
     return ''
