@@ -10,7 +10,7 @@ The score is the higher of two alignments: the utterance with its lead in front,
 alone. The detector's score depends on where the speech sits in its window (a 10 dB "you just stop
 moving" scored 0.9997-1.0 led by 0.25 s, 0.0000-0.09 led by 0.55 s), and a VAD segment may start
 anywhere in its pre-roll; a stop heard in either alignment is heard. This doubles the scoring time
-(about 30 -> 60 ms on two cores) and can only raise a score, i.e. only make the robot stop more often.
+(a 2 s utterance 22 -> 48 ms on one core) and can only raise a score, i.e. only make the robot stop more often.
 
 Scoring never raises: a failure is logged once per utterance and gives ``None``, which the stop
 decision treats as "no learned evidence" (it then vetoes nothing; see stop_decision.py), so a broken

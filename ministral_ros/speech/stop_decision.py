@@ -50,13 +50,15 @@ stop, ``StopEvidence.stop_score``), the recognisers' evidence is weighed against
   development lows were 0.097 / 0.041 (vetoes 0.035 / 0.02, threshold 0.790) and 0.020 / 0.061 (0.01 /
   0.03); their scores fell to 0.002-0.04 when a segment began less than 0.3 s before the speech. The
   detector of session 11 (stop phrases joined by fillers in its training; threshold 0.911), hearing 0.3 s of
-  audio before the segment (``stop.detector_lead_ms``), has development lows of 0.92 / 0.98; the vetoes stay
+  audio before the segment (``stop.detector_lead_ms``), has development lows of 0.92 / 0.98, and 0.97 / 0.98
+  scored with and without the lead, keeping the higher (session 12, ``learned_stop``); the vetoes stay
   0.02, since a higher veto only overrules more stops and false stops were already 0 on ``fresh10``;
 - a veto makes an utterance a command only when the vetoed evidence was the weaker kind and the command
-  transcript is a whole command without a stop word; otherwise it is withheld, neither a stop nor a command
-  (``stop_first.withhold_reason``; counted and logged): a transcript holding an unambiguous stop word ("stop
-  then leave", the spotter's and the command recogniser's reading of espeak's "stop this", vetoed at 0.0025
-  on ``fresh5``), one that is no whole command (the command grammar's search ended inside a sentence), and
+  transcript is exactly one command without a stop word; otherwise it is withheld, neither a stop nor a
+  command (``stop_first.withhold_reason``; counted and logged): a transcript holding an unambiguous stop word
+  ("stop then leave", the spotter's and the command recogniser's reading of espeak's "stop this", vetoed at
+  0.0025 on ``fresh5``), one that is not exactly one command (the command grammar's search ended inside a
+  sentence, or ran on past one into a cut second command: "move to the office and move to"), and
   any command after the spotter heard a whole stop request (espeak's "oh wait just wait" at 10 dB on
   ``fresh10``: a stop request to the spotter, vetoed at 0.005, then "leave the white"). A stop the detector
   wrongly vetoes can then not become motion through what the recognisers did hear of it;

@@ -174,7 +174,8 @@ def withhold_reason(spotted: StopDecision, decision: StopDecision, text: str, ex
     if held:
         return f'the transcript {text!r} holds {held}'
     if not exact:
-        return f'the transcript {text!r} is not exactly one command (the grammar search ended inside one)'
+        return (f'the transcript {text!r} is not exactly one command (a fragment, or a command and a cut second '
+                'one: the grammar search ended inside a sentence)')
     if spotted.vetoed and spotted.reason is StopReason.STOP_REQUEST:
         return f'the spotter heard a whole stop request and the command recogniser {text!r}'
     return ''
