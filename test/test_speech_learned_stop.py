@@ -11,6 +11,7 @@ from ministral_ros.speech.backends import create_recognizer
 from ministral_ros.speech.config import DEFAULT_STOP_DETECTOR, load_config, SpeechConfigError
 from ministral_ros.speech.espeak import speak
 from ministral_ros.speech.learned_stop import LearnedStopScorer
+from ministral_ros.speech.pipeline import SpeechPipeline
 from ministral_ros.speech.speech_embedding import SpeechEmbedding
 from ministral_ros.speech.stop_classifier import StopClassifier
 from ministral_ros.speech.stop_decision import (decide_stop, early_stop_phrase, LearnedRule, NOT_STOP, StopDecision,
@@ -19,9 +20,11 @@ from ministral_ros.speech.stop_first import StopFirstRecognizer
 from ministral_ros.speech.stop_phrases import STANDARD_STOP_PHRASES, StopDetector
 from ministral_ros.speech.stop_spotter import SpotterConfig
 from ministral_ros.speech.stop_training_data import eval_phrase_sets, load_training_phrases, with_noise
+from ministral_ros.speech.transcript import withheld_payload
 import numpy as np
 import pytest
 from speech_support import require_tools, ScriptedInner
+from test_speech_stop import _ScriptedSegmenter, _utterance
 
 ROOT = Path(__file__).resolve().parents[1]
 DETECTOR = StopDetector(STANDARD_STOP_PHRASES)
@@ -210,6 +213,9 @@ class _FixedScorer:
     def start(self) -> None:
         pass
 
+    def lead(self, samples) -> None:
+        pass
+
     def accept(self, samples) -> None:
         pass
 
@@ -293,6 +299,27 @@ def test_a_vetoed_stop_never_reaches_the_planner_as_a_fragment(score, heard, com
     vetoed = score < RULE.veto_doubt_below
     assert (recognizer.withheld, recognizer.vetoed_passed) == (int(withheld), int(vetoed) - withheld)
     assert ('is not exactly one command' in caplog.text) == withheld
+
+
+def test_a_withheld_utterance_is_reported_apart_from_the_transcripts():
+    """A withheld utterance publishes neither a stop nor a command; the pipeline reports it to ``on_withheld``
+    (the speech node's ``~/withheld``, so a user interface can ask the user to say it again), never to the
+    transcript stream."""
+    recognizer = StopFirstRecognizer(ScriptedInner('leave the white', complete=False),
+                                     _EarlySpotter('hello', margin=5.0), _FixedScorer(0.001))
+    events, withheld = [], []
+    pipeline = SpeechPipeline(_ScriptedSegmenter(_utterance(10)), recognizer, events.append, partial_interval_ms=0,
+                              on_withheld=withheld.append)
+    pipeline.reset(16000)
+    for _ in range(12):
+        pipeline.feed(np.zeros(512, np.float32))
+    assert events == [] and len(withheld) == 1
+    assert (withheld[0].text, withheld[0].final, withheld[0].utterance) == ('', True, 1)
+    assert withheld[0].withheld == recognizer.last_withheld and 'not exactly one command' in withheld[0].withheld
+    payload = json.loads(withheld_payload(withheld[0]))
+    assert payload == {'utterance': 1, 'reason': recognizer.last_withheld, 'start_s': withheld[0].start_s,
+                       'end_s': round(withheld[0].end_s, 3)}
+    assert pipeline.stats.utterances == 0 and pipeline.stats.discarded == 1
 
 
 def test_early_min_score_sets_the_early_bar():

@@ -6,10 +6,13 @@ object ``{"text", "final", "confidence"}`` (plus ``utterance``, ``start_s``, ``e
 tracing); partial results (``"final": false``) stream while the user speaks, the main node plans
 only finals. A stop heard by the stop spotter (``stop.*`` settings; ``stop.phrases`` defaults to
 the main node's ``stop_phrases``) is published as a final stop transcript at once, before the
-utterance ends where possible. Diagnostics (input level, overruns, utterances, real-time factor,
-device state, stop detections and their latency from the end of speech) go to
-``/diagnostics`` every ``diagnostics_period_s`` (built with ``ministral_ros.node.diagnostics``, as
-the main node's).
+utterance ends where possible. An utterance the stop path withheld (its stop evidence vetoed by
+the learned detector, its command transcript unfit to go on: ``stop_first.withhold_reason``) is
+published on ``~/withheld`` instead, a JSON object ``{"utterance", "reason", "start_s", "end_s"}``,
+so that a user interface can ask the user to say it again. Diagnostics (input level, overruns,
+utterances, real-time factor, device state, stop detections and their latency from the end of speech)
+go to ``/diagnostics`` every ``diagnostics_period_s`` (built with ``ministral_ros.node.diagnostics``,
+as the main node's).
 
 Every setting of ``config/speech.yaml`` is also a ROS parameter of the same dotted name (e.g.
 ``input``, ``vad.threshold``, ``recognizer.backend``); ``config_file`` picks another YAML file.
@@ -38,7 +41,7 @@ from ministral_ros.speech.config import build_config, flatten, load_tree, Speech
 from ministral_ros.speech.grammar import GrammarError
 from ministral_ros.speech.pipeline import SpeechPipeline, SpeechService, TranscriptEvent
 from ministral_ros.speech.recognizer import RecognizerError
-from ministral_ros.speech.transcript import transcript_payload
+from ministral_ros.speech.transcript import transcript_payload, withheld_payload
 from ministral_ros.speech.vad import VadModelError
 from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
@@ -76,10 +79,12 @@ class SpeechNode(Node):
         self.pipeline = SpeechPipeline(create_segmenter(self.config),
                                        create_recognizer(self.config), self._publish,
                                        wake_word=self.config.wake_word,
-                                       partial_interval_ms=self.config.partial_interval_ms)
+                                       partial_interval_ms=self.config.partial_interval_ms,
+                                       on_withheld=self._publish_withheld)
         topic = self.get_parameter('transcript_topic').value
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self._publisher = self.create_publisher(String, topic, reliable)
+        self._withheld = self.create_publisher(String, '~/withheld', reliable)
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._lock = threading.Lock()
         self.service = SpeechService(
@@ -121,6 +126,14 @@ class SpeechNode(Node):
         elif event.final:
             self.get_logger().info(f'heard {event.text!r} (confidence {event.confidence:.2f}, '
                                    f'decoded in {event.decode_s * 1000:.0f} ms)')
+
+    def _publish_withheld(self, event: TranscriptEvent) -> None:
+        message = String()
+        message.data = withheld_payload(event)
+        with self._lock:
+            self._withheld.publish(message)
+        self.get_logger().info(f'utterance {event.utterance} withheld (neither a stop nor a command): '
+                               f'{event.withheld}')
 
     def _on_error(self, message: str) -> None:
         self.get_logger().error(message)

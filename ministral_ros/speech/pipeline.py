@@ -46,6 +46,7 @@ class TranscriptEvent:
     decode_s: float = 0.0      # recogniser time after the end of the utterance (finals)
     truncated: bool = False    # cut at vad.max_utterance_s
     stop: bool = False         # a stop transcript (the stop spotter decided)
+    withheld: str = ''         # why the utterance was withheld: neither a stop nor a command (text empty)
 
 
 @dataclass
@@ -96,17 +97,21 @@ class PipelineStats:
 
 
 class SpeechPipeline:
-    """Feeds source-rate blocks through resampling, VAD and the recogniser; calls ``on_event``."""
+    """Feeds source-rate blocks through resampling, VAD and the recogniser; calls ``on_event`` with each
+    transcript and ``on_withheld`` (optional) with each utterance the stop path withheld (empty text, the
+    reason in ``withheld``: neither a stop nor a command was published)."""
 
     def __init__(self, segmenter: UtteranceSegmenter, recognizer: Recognizer,
                  on_event: Callable[[TranscriptEvent], None], wake_word: str = '',
-                 partial_interval_ms: float = 500.0) -> None:
+                 partial_interval_ms: float = 500.0,
+                 on_withheld: Callable[[TranscriptEvent], None] | None = None) -> None:
         if segmenter.vad.sample_rate != recognizer.sample_rate:
             raise ValueError(f'VAD rate {segmenter.vad.sample_rate} differs from the recogniser rate '
                              f'{recognizer.sample_rate}')
         self.segmenter = segmenter
         self.recognizer = recognizer
         self.on_event = on_event
+        self.on_withheld = on_withheld   # an utterance the stop path withheld (so a UI can ask to repeat)
         self.wake_word = wake_word.strip().lower()
         self.rate = recognizer.sample_rate
         self._partial_samples = int(partial_interval_ms / 1000 * self.rate)
@@ -252,7 +257,11 @@ class SpeechPipeline:
         if not text:
             self.stats.discarded += 1
             logger.debug('utterance %d dropped: %s', self._utterance,
-                         'no wake word' if text is None else 'empty transcript')
+                         'no wake word' if text is None else transcript.withheld or 'empty transcript')
+            if transcript.withheld and self.on_withheld is not None:
+                self.on_withheld(TranscriptEvent(text='', final=True, confidence=0.0, utterance=self._utterance,
+                                                 start_s=self._start_s, end_s=end_s, decode_s=transcript.decode_s,
+                                                 truncated=truncated, withheld=transcript.withheld))
             return
         self.stats.utterances += 1
         if stop:

@@ -37,6 +37,7 @@ class Transcript:
     audio_s: float = 0.0
     decode_s: float = 0.0
     backend: str = ''
+    withheld: str = ''      # why the utterance was withheld (``text`` is then empty; stop_first.py)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence <= 1.0:

@@ -140,7 +140,7 @@ class StopFirstRecognizer:
                         'stop nor a command is published', vetoed.reason.value,
                         'unknown' if score is None else f'{score:.4f}', why)
             return Transcript(text='', confidence=0.0, audio_s=transcript.audio_s,
-                              decode_s=time.perf_counter() - began, backend=self.name)
+                              decode_s=time.perf_counter() - began, backend=self.name, withheld=why)
         if vetoed.vetoed:
             self.vetoed_passed += 1
             logger.info('stop evidence (%s) vetoed by the stop detector (score %s): %r goes on as a command',

@@ -48,6 +48,12 @@ def transcript_payload(event: TranscriptEvent) -> str:
                        'end_s': round(event.end_s, 3)}, ensure_ascii=False)
 
 
+def withheld_payload(event: TranscriptEvent) -> str:
+    """The message text the speech node publishes on ``~/withheld`` for a withheld utterance."""
+    return json.dumps({'utterance': event.utterance, 'reason': event.withheld, 'start_s': round(event.start_s, 3),
+                       'end_s': round(event.end_s, 3)}, ensure_ascii=False)
+
+
 def parse_transcript(data: str) -> Transcript:
     """Parse one ``~/transcript`` message (see the module docstring)."""
     if not data.lstrip().startswith('{'):
