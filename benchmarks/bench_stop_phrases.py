@@ -15,7 +15,7 @@ the speech's RMS level). Run:
 Phrase sets (config/stop_eval_phrases.yaml), so that thresholds are fitted on one and reported on
 another: ``tune`` (the stop thresholds were fitted on it at 130 and 160 words per minute, noise seeds
 from 1000), ``heldout`` (never looked at while tuning; the README's pocketsphinx figures, at 140 and
-175 words per minute, seeds from 0) and ``fresh`` to ``fresh12`` (for the learned stop detector,
+175 words per minute, seeds from 0) and ``fresh`` to ``fresh13`` (for the learned stop detector,
 each written before any detector ran on it; see the file's header). The default stop phrases are in
 every set.
 

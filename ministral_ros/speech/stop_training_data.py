@@ -34,7 +34,7 @@ CONFIG = Path(__file__).resolve().parents[2] / 'config'
 DEFAULT_PHRASES = CONFIG / 'stop_training_phrases.yaml'
 EVAL_PHRASES = CONFIG / 'stop_eval_phrases.yaml'
 MEASURED_SETS = ('heldout', 'fresh', 'fresh2', 'fresh3', 'fresh4', 'fresh5', 'fresh6', 'fresh7', 'fresh8', 'fresh9',
-                 'fresh10', 'fresh11', 'fresh12', 'joined')
+                 'fresh10', 'fresh11', 'fresh12', 'fresh13', 'joined')
 CLEAN_FLOOR_DBFS = -60.0
 SILENCE_S = 0.3
 # Silence before and after the speech of one training rendering, drawn per rendering (seconds). Until
