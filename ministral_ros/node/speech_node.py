@@ -131,9 +131,7 @@ class SpeechNode(Node):
         message = String()
         message.data = withheld_payload(event)
         with self._lock:
-            self._withheld.publish(message)
-        self.get_logger().info(f'utterance {event.utterance} withheld (neither a stop nor a command): '
-                               f'{event.withheld}')
+            self._withheld.publish(message)   # stop_first already logged it, with the reason
 
     def _on_error(self, message: str) -> None:
         self.get_logger().error(message)
