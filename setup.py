@@ -1,10 +1,32 @@
 """ament_python set-up of ministral_ros (also a plain pip-installable package)."""
 from glob import glob
+import os
+from pathlib import Path
+import platform
+import warnings
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 PACKAGE = 'ministral_ros'
 DEMO_MODEL = 'ministral-robot-demo'  # the embedded default model (models/README.md)
+
+# onnxruntime's C API headers (tools/fetch_onnxruntime_headers.sh), needed by the native int4 kernel.
+ORT_INCLUDE = Path(os.environ.get('ONNXRUNTIME_INCLUDE_DIR') or Path(__file__).parent / 'third_party' / 'onnxruntime'
+                   / 'include')
+
+
+def native_kernels() -> list[Extension]:
+    """The onnxruntime custom-operator library of ministral_ros/kernels (loaded by onnxruntime, not imported)."""
+    if not (ORT_INCLUDE / 'onnxruntime_c_api.h').is_file():
+        warnings.warn(f'{ORT_INCLUDE} has no onnxruntime_c_api.h: building without the native int4 kernel '
+                      '(run tools/fetch_onnxruntime_headers.sh, or set ONNXRUNTIME_INCLUDE_DIR)', stacklevel=1)
+        return []
+    flags = ['-O3', '-std=c11', '-fvisibility=hidden'] if platform.system() != 'Windows' else []
+    sources = [f'{PACKAGE}/kernels/q4_matmul.c', f'{PACKAGE}/kernels/ort_q4_op.c']
+    return [Extension(f'{PACKAGE}.kernels._q4_ops', sources=sources,
+                      include_dirs=[str(ORT_INCLUDE), f'{PACKAGE}/kernels'], depends=[f'{PACKAGE}/kernels/q4_matmul.h'],
+                      extra_compile_args=flags, libraries=['m'] if platform.system() != 'Windows' else [])]
+
 
 setup(
     name=PACKAGE,
@@ -22,6 +44,7 @@ setup(
         # the learned stop detector's weights (models/stop-detector/README.md)
         ('share/' + PACKAGE + '/models/stop-detector', glob('models/stop-detector/*')),
     ],
+    ext_modules=native_kernels(),
     install_requires=['setuptools'],
     zip_safe=False,
     maintainer='ministral_ros developers',

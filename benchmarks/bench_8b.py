@@ -38,15 +38,17 @@ import bench_8b_report  # noqa: E402  (beside this file, not a package)
 import memory_bandwidth  # noqa: E402
 
 STAGES = ('write', 'export', 'engine', 'gguf', 'llama', 'bandwidth')
-# The exports a run can compare ("precisions"): int4 is symmetric blocks of 32 everywhere with the float KV cache
-# (the exporter's default before 2026-12-02); int4-kv8 the same weights with the int8 KV cache, calibrated layer by
-# layer on the node's real prompt (the exporter's default CPU recipe since: --kv-cache auto); int4-b64 the speed
+# The exports a run can compare ("precisions"): int4 is symmetric blocks of 32 everywhere on MatMulNBits with the
+# float KV cache (the exporter's default before 2026-12-02); int4-kv8 the same weights with the int8 KV cache,
+# calibrated layer by layer on the node's real prompt (the default CPU recipe until --int4-kernel); int4-b64 the speed
 # option (blocks of 64 with zero points, the output matrix in int8); <precision>-bias the bias graph (standard ONNX
-# operators only) at that precision.
+# operators only) at that precision; int4-q4 the CPU recipe (int8 KV cache) with ministral_ros's native int4 operator
+# (--int4-kernel q4: the same blocks, 4.5 bits per weight as read; the exporter's default since 2026-12-02).
 EXPORT_OPTIONS = {'fp32': ['--precision', 'fp32'], 'fp16': ['--precision', 'fp16'], 'int8': ['--precision', 'int8'],
-                  'int4': ['--precision', 'int4', '--kv-cache', 'float'],
+                  'int4': ['--precision', 'int4', '--kv-cache', 'float', '--int4-kernel', 'matmulnbits'],
                   'int4-b64': ['--precision', 'int4', '--int4-block', '64', '--int4-output', 'int8'],
-                  'int4-kv8': ['--precision', 'int4', '--kv-cache', 'int8'],
+                  'int4-kv8': ['--precision', 'int4', '--kv-cache', 'int8', '--int4-kernel', 'matmulnbits'],
+                  'int4-q4': ['--precision', 'int4', '--int4-kernel', 'q4', '--kv-cache', 'int8'],
                   **{f'{precision}-bias': ['--precision', precision, '--attention', 'bias']
                      for precision in ('fp32', 'fp16', 'int8', 'int4')}}
 LOG = logging.getLogger('bench_8b')

@@ -10,6 +10,11 @@ WINDOW = 16
 INTERLEAVED = CheckpointShape(layers=4, hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=128, vocab=256,
                               window=WINDOW, layer_pattern=('full', 'sliding', 'sliding', 'sliding'),
                               model_type='ministral', max_position_embeddings=1024)
+# INTERLEAVED's pattern with matrices the native int4 operator takes (inputs a multiple of 512: it leaves the
+# others to MatMulNBits); the down projection's 640 inputs are left, so a q4 export of it mixes both operators.
+Q4_MIXED = CheckpointShape(layers=4, hidden=512, heads=8, kv_heads=2, head_dim=64, ffn=640, vocab=256,
+                           window=WINDOW, layer_pattern=('full', 'sliding', 'sliding', 'sliding'),
+                           model_type='ministral', max_position_embeddings=1024)
 UNIFORM = CheckpointShape(layers=2, hidden=64, heads=4, kv_heads=1, head_dim=16, ffn=128, vocab=256,
                           window=WINDOW, model_type='mistral', max_position_embeddings=1024)
 

@@ -31,6 +31,7 @@ from ministral_ros.export.checkpoint_reader import (
     read_safetensors_header,
 )
 from ministral_ros.export.exporter import export_model, ExportError
+from ministral_ros.export.quantized_matmul import Int4Recipe
 from ministral_ros.export.random_checkpoint import CheckpointShape, write_random_checkpoint
 from ministral_ros.export.streaming_export import export_streaming
 import numpy as np
@@ -371,10 +372,11 @@ def _quantized_weights(folder: Path) -> list[list[np.ndarray]]:
 def test_quantized_weights_are_the_quantizers_bytes(interleaved, precision, tmp_path):
     """int4 = MatMulNBitsQuantizer (block 32, symmetric), int8 = quantize_dynamic per channel: the streamed
     export's packed weights and scales equal the traced export's, node for node, and so do the logits (int4:
-    the default ``Int4Recipe``; the others are test_int4_blocks.py's)."""
+    block 32 on MatMulNBits; the other recipes are test_int4_blocks.py's, the q4 operator test_native_q4.py's)."""
     folders, model = interleaved
     export_model(folders['src'], tmp_path / 'traced', precision, method='traced')
-    manifest = export_streaming(folders['src'], tmp_path / 'streamed', precision)
+    recipe = Int4Recipe(kernel='matmulnbits') if precision == 'int4' else None   # the traced export's operator
+    manifest = export_streaming(folders['src'], tmp_path / 'streamed', precision, int4=recipe)
     assert manifest.precision == precision and manifest.kv_dtype == 'float32'
     traced, streamed = _quantized_weights(tmp_path / 'traced'), _quantized_weights(tmp_path / 'streamed')
     assert len(traced) == len(streamed) == (17 if precision == 'int4' else 34)
@@ -424,12 +426,15 @@ def test_streamed_export_states_its_needs_up_front(interleaved, tmp_path, caplog
     assert any('expect peak RAM under 1 GiB' in message for message in caplog.messages)
     hub_8b = {'hidden_size': 4096, 'num_hidden_layers': 36, 'num_attention_heads': 32, 'num_key_value_heads': 8,
               'head_dim': 128, 'intermediate_size': 12288, 'vocab_size': 131072}
-    assert 'disk ~6.4 GiB' in describe_streamed_needs(hub_8b, 'int4')
+    matmulnbits = Int4Recipe(kernel='matmulnbits')
+    assert 'disk ~6.4 GiB' in describe_streamed_needs(hub_8b, 'int4', matmulnbits)
     assert 'disk ~6.2 GiB' in describe_streamed_needs(hub_8b, 'int4', FAST_INT4)
     assert 'disk ~29.9 GiB' in describe_streamed_needs(hub_8b, 'fp32')
-    plain, calibrated = (describe_streamed_needs(hub_8b, 'int4', kv_cache=kv, half_table=True)
+    plain, calibrated = (describe_streamed_needs(hub_8b, 'int4', matmulnbits, kv_cache=kv, half_table=True)
                          for kv in ('float', 'int8'))
     assert 'disk ~5.4 GiB' in plain    # the 8B's bf16 checkpoint: a float16 table (5.83 GB measured)
+    # the native operator's float16 block scales (5.36 GB = 4.99 GiB measured, with the int8 KV cache)
+    assert 'disk ~4.9 GiB' in describe_streamed_needs(hub_8b, 'int4', Int4Recipe(kernel='q4'), half_table=True)
     assert 'KV calibration' not in plain and 'KV calibration' in calibrated and 'one layer at a time' in calibrated
     minutes = [int(text.split(' min on')[0].rsplit('-', 1)[1]) for text in (plain, calibrated)]
     assert minutes[1] - minutes[0] in (1, 2)   # 8.0B parameters at 13 s per billion: the 8B's measured 104 s

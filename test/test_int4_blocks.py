@@ -125,8 +125,8 @@ def test_the_fast_recipe(checkpoint, tmp_path):
     assert [node.name for node in nodes if node.op_type == 'MatMulInteger'] == ['lm_head.matmul_integer']
 
 
-def test_the_default_recipe_and_block_128(checkpoint, tmp_path):
-    manifest = export_streaming(checkpoint, tmp_path / 'b32', 'int4')
+def test_the_block_32_recipe_and_block_128(checkpoint, tmp_path):
+    manifest = export_streaming(checkpoint, tmp_path / 'b32', 'int4', int4=Int4Recipe(kernel='matmulnbits'))
     assert manifest.source['int4_block_size'] == 32 and manifest.source['output_matrix'] == 'int4'
     assert not any(node.op_type == 'MatMulInteger' for node in _ops(tmp_path / 'b32'))
     assert all(len(node.input) == 3 for node in _ops(tmp_path / 'b32') if node.op_type == 'MatMulNBits')

@@ -2,18 +2,19 @@
 
 The reference is the engine itself (runtime.py, the whole graph in one session with the shared cache
 buffers): after it has fed the same tokens, its cache must hold the keys and values the layer-by-layer run
-returns, for an int4 folder (MatMulNBits) and a float one, with chunks smaller than the sequences so the
-pieces' separate past/present buffers grow across calls. test_kv_int8.py checks the bounds built on them
-against transformers' own keys and values.
+returns, for int4 folders (MatMulNBits; the native Q4MatMul beside it) and a float one, with chunks smaller than
+the sequences so the pieces' separate past/present buffers grow across calls. test_kv_int8.py checks the
+bounds built on them against transformers' own keys and values.
 """
 from __future__ import annotations
 
-from engine_fixtures import INTERLEAVED, random_ids, WINDOW
+from engine_fixtures import INTERLEAVED, Q4_MIXED, random_ids, WINDOW
 from ministral_ros.engine import Engine
 from ministral_ros.export import layer_stream
 from ministral_ros.export.exporter import ExportError
 from ministral_ros.export.graph_builder import hidden_names, input_norm
 from ministral_ros.export.layer_stream import cut, layer_piece, LayerStream
+from ministral_ros.export.quantized_matmul import Int4Recipe
 from ministral_ros.export.random_checkpoint import write_random_checkpoint
 from ministral_ros.export.streaming_export import export_streaming
 import numpy as np
@@ -28,13 +29,15 @@ PREFIX, TAILS = 9, (3, 5)   # prefix + tail stays below the window: the engine's
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp('layer_stream')
     src = write_random_checkpoint(root / 'src', INTERLEAVED, seed=7)
-    for precision in ('fp32', 'int4'):
-        export_streaming(src, root / precision, precision)
+    export_streaming(src, root / 'fp32', 'fp32')
+    export_streaming(src, root / 'int4', 'int4', int4=Int4Recipe(kernel='matmulnbits'))
+    mixed = write_random_checkpoint(root / 'src-q4', Q4_MIXED, seed=7)   # matrices the q4 operator takes
+    export_streaming(mixed, root / 'int4-q4', 'int4', int4=Int4Recipe(kernel='q4'))
     export_streaming(src, root / 'bias', 'fp32', attention='bias')
     return root
 
 
-@pytest.mark.parametrize('precision', ['fp32', 'int4'])
+@pytest.mark.parametrize('precision', ['fp32', 'int4', 'int4-q4'])
 def test_keys_and_values_equal_the_engines_cache(folders, monkeypatch, precision):
     monkeypatch.setattr(layer_stream, 'CHUNK', 4)
     prefix = random_ids(PREFIX, INTERLEAVED.vocab, 1)

@@ -2,8 +2,8 @@
 # Check the robot install (set-up a): a colcon workspace with this repository cloned into src/.
 # Copies the working tree (tracked and untracked, not ignored files) into a temporary
 # workspace, builds it with colcon exactly as the README says, sources the result and checks that
-# both packages import, the launch and config files are installed where `ros2 launch` looks, and
-# `ministral_node` starts and stops cleanly.
+# both packages import, the native int4 kernel is built when this checkout has onnxruntime's headers, the
+# launch and config files are installed where `ros2 launch` looks, and `ministral_node` starts and stops cleanly.
 #
 # colcon does not discover a package nested inside another package's folder (the repository root
 # is the ament_python package), hence `--base-paths src src/ministral_ros/interfaces`.
@@ -42,7 +42,15 @@ default="$("$colcon" list --names-only | tr '\n' ' ')"
 log "packages found by default: $default; with --base-paths: $found"
 log "assembling the demo model in the source tree (README: before colcon build)"
 (cd "$ws/src/ministral_ros" && "$python" -m ministral_ros.demo_model assemble >/dev/null)
-log "building in $ws"
+# README: tools/fetch_onnxruntime_headers.sh before colcon build. The headers this checkout already fetched
+# are used instead (no download here); setup.py reads ONNXRUNTIME_INCLUDE_DIR.
+headers="$root/third_party/onnxruntime/include"
+native=0
+if [ -f "$headers/onnxruntime_c_api.h" ]; then
+  export ONNXRUNTIME_INCLUDE_DIR="$headers"
+  native=1
+fi
+log "building in $ws (native int4 kernel: $native)"
 "$colcon" build --base-paths src src/ministral_ros/interfaces --cmake-args "${cmake_args[@]}" >&2
 
 set +u  # colcon's setup scripts read unset variables
@@ -56,8 +64,14 @@ for f in launch/ministral.launch.py config/ministral.yaml package.xml models/min
 done
 node="$ws/install/ministral_ros/lib/ministral_ros/ministral_node"
 [ -x "$node" ] || { log "missing $node (ros2 run looks there)"; exit 1; }
-(cd /tmp && "$python" -c '
+(cd /tmp && NATIVE="$native" "$python" -c '
+import os
 import ministral_ros, ministral_ros_interfaces.msg as m
+from ministral_ros import kernels
+if os.environ["NATIVE"] == "1":  # built into the install space, and onnxruntime can load it
+    assert "/install/" in str(kernels.library_path()), kernels.library_path()
+    import onnxruntime
+    kernels.register(onnxruntime.SessionOptions())
 from ministral_ros_interfaces.action import Plan  # the action type is built too
 from ament_index_python.packages import get_package_share_directory as share
 assert "/install/" in ministral_ros.__file__ and "/install/" in m.__file__, (ministral_ros.__file__, m.__file__)

@@ -2,7 +2,8 @@
 # Idempotent set-up of the pip/venv install of ministral_ros (Debian/Ubuntu, Python 3.11).
 # Creates .venv beside this repository, installs every dependency (torch 2.13.0 first, pinned; set
 # TORCH_INDEX_URL to the PyTorch CPU wheel index where pip would otherwise take a CUDA build),
-# builds the message package into it, installs ministral_ros itself in editable mode and assembles
+# builds the message package into it, installs ministral_ros itself in editable mode (compiling its native
+# int4 kernel against onnxruntime's headers, fetched by tools/fetch_onnxruntime_headers.sh) and assembles
 # the embedded demo model.
 # Safe to re-run.
 set -euo pipefail
@@ -53,7 +54,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 bash "$root/tools/build_interfaces.sh"
-log "installing ministral_ros (editable)"
+# onnxruntime's C API headers for the native int4 kernel (ministral_ros/kernels), built by the install below.
+bash "$root/tools/fetch_onnxruntime_headers.sh"
+log "installing ministral_ros (editable, with the native int4 kernel)"
 editable_log="$venv/.ministral_ros_editable.log"
 if ! "${pip[@]}" install -q --no-deps --no-build-isolation -e "$root" >"$editable_log" 2>&1; then
   cat "$editable_log" >&2

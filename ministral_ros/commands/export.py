@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--int4-output', choices=('int4', 'int8'), default=None,
                         help='int4 folders: the output matrix (lm_head) in int4 like the rest (default) or int8 '
                              '(streamed export only; its error goes straight into the logits)')
+    parser.add_argument('--int4-kernel', choices=('auto', 'q4', 'matmulnbits'), default=None,
+                        help="int4 folders: the matrix operator. 'q4' (ministral_ros's native CPU operator, "
+                             'kernels/: 4.5 bits per weight read per step against about 6, the faster CPU decode and '
+                             'prefill; block 32, streamed export only; the folder then needs the library that '
+                             "tools/setup_env.sh builds to run), 'matmulnbits' (onnxruntime's, every execution "
+                             "provider) or 'auto' (default: q4 at block 32 when the library is built here)")
     parser.add_argument('--kv-cache', choices=('auto', 'float', 'int8'), default='auto',
                         help="KV cache: 'auto' (default: int8 for the CPU recipe, --precision int4 with the streamed "
                              'gqa graph, when the checkpoint has a tokenizer to calibrate with; float otherwise), '
@@ -56,11 +62,15 @@ def run(args: argparse.Namespace) -> int:
     from ministral_ros.export.exporter import export_model, ExportError
     from ministral_ros.export.quantized_matmul import Int4Recipe
     int4 = None
-    if args.int4_block is not None or args.int4_output is not None:
+    if args.int4_block is not None or args.int4_output is not None or args.int4_kernel is not None:
         if args.precision != 'int4':
-            raise CommandError('--int4-block and --int4-output apply to --precision int4 only')
+            raise CommandError('--int4-block, --int4-output and --int4-kernel apply to --precision int4 only')
         defaults = Int4Recipe()
-        int4 = Int4Recipe(block_size=args.int4_block or defaults.block_size, output=args.int4_output or defaults.output)
+        try:
+            int4 = Int4Recipe(block_size=args.int4_block or defaults.block_size,
+                              output=args.int4_output or defaults.output, kernel=args.int4_kernel or defaults.kernel)
+        except ValueError as error:
+            raise CommandError(str(error)) from error
     args.kv_cache = resolve_kv_cache(args)
     if args.kv_cache == 'int8' or args.kv_calibration is not None:
         return _run_int8_kv(args, int4)

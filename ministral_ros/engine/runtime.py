@@ -44,6 +44,7 @@ from ministral_ros.engine.providers import (
 from ministral_ros.engine.sampling import choose_token
 from ministral_ros.engine.step_binding import StepBinder, StepCache
 from ministral_ros.engine.storage import DeviceStorage, HostStorage, Storage
+from ministral_ros.kernels import active_isa, KernelUnavailable, register_if_used
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ class Engine:
             cache_dir.mkdir(parents=True, exist_ok=True)
             provider_options[requested.index('TensorrtExecutionProvider')] = tensorrt_options(
                 manifest, context, prefill_chunk, str(cache_dir))
+        _register_kernels(options, folder / manifest.graph_file)
         started = time.perf_counter()
         try:
             session = onnxruntime.InferenceSession(str(folder / manifest.graph_file), sess_options=options,
@@ -324,6 +326,15 @@ def _take(token: int, result: GenerationResult, config: GenerationConfig, constr
     if constraint is not None and constraint.is_terminated():
         return FinishReason.CONSTRAINT
     return None
+
+
+def _register_kernels(options, graph: Path) -> None:
+    """Adds ministral_ros's native operators (kernels/) to the session options when the graph uses them."""
+    try:
+        if register_if_used(options, graph):
+            logger.info('the model uses the native int4 kernel (%s, CPU)', active_isa())
+    except KernelUnavailable as error:
+        raise ModelFolderError(str(error)) from error
 
 
 def _describe_windows(windows: tuple[int | None, ...]) -> str:

@@ -279,9 +279,10 @@ def export_model(src_dir: Path | str, out_dir: Path | str, precision: str = 'fp3
         return export_streaming(src, out, precision, layer_pattern=layer_pattern, overwrite=overwrite, int4=int4,
                                 attention=attention)
     from ministral_ros.export.quantized_matmul import Int4Recipe
-    if precision == 'int4' and int4 not in (None, Int4Recipe()):
+    if precision == 'int4' and int4 not in (None, Int4Recipe(), Int4Recipe(kernel='matmulnbits')):
         raise ExportError("the traced export quantizes int4 with onnxruntime's quantizer (block 32, the output matrix "
-                          'in int4 too); for another block size or an int8 output matrix use --method streamed')
+                          'in int4 too, MatMulNBits); for another block size, an int8 output matrix or the q4 kernel '
+                          'use --method streamed')
     config = _read_source_config(src)
     windows, origin = resolve_layer_windows(config, layer_pattern)
     config['max_position_embeddings'] = context_length(config, layer_pattern)

@@ -37,9 +37,11 @@ import time
 
 from ministral_ros.export.checkpoint_reader import Checkpoint
 from ministral_ros.export.exporter import ExportError
-from ministral_ros.export.quantized_matmul import int4_matmul, Int4Recipe, int8_matmul
+from ministral_ros.export.quantized_matmul import int4_matmul, Int4Recipe, int8_matmul, q4_matmul
 from ministral_ros.export.step_graph import group_name, window_groups
 from ministral_ros.export.weight_writer import BLOCK_ELEMENTS, ExternalDataWriter, MatMulWeights, small_constant
+from ministral_ros.kernels import DOMAIN as NATIVE_DOMAIN
+from ministral_ros.kernels.q4_layout import SUPER as Q4_SUPER
 import numpy as np
 import onnx
 from onnx import helper, TensorProto
@@ -103,7 +105,7 @@ class GqaGraphBuilder:
         if precision not in QUANTIZED and precision not in ('fp32', 'fp16'):
             raise ExportError(f'the streaming graph builder writes fp32, fp16, int8 or int4, got {precision!r}')
         config = checkpoint.config
-        self.precision, self.int4 = precision, int4 or Int4Recipe()
+        self.precision, self.int4 = precision, (int4 or Int4Recipe()).resolved()
         self.checkpoint, self.windows, self.writer = checkpoint, list(windows), writer
         self.dtype = np.dtype(np.float16 if precision == 'fp16' else np.float32)
         self.elem = TensorProto.FLOAT16 if precision == 'fp16' else TensorProto.FLOAT
@@ -143,6 +145,8 @@ class GqaGraphBuilder:
         if self.precision in QUANTIZED:
             if self.precision == 'int8' or (output and self.int4.output == 'int8'):
                 initializers, nodes = int8_matmul(self.writer, weights, data, prefix)
+            elif self.int4.kernel == 'q4' and weights.inputs % Q4_SUPER == 0:
+                initializers, nodes = q4_matmul(self.writer, weights, data, prefix)
             else:
                 initializers, nodes = int4_matmul(self.writer, weights, data, prefix, self.int4.block_size)
             self.initializers += initializers
@@ -288,6 +292,8 @@ class GqaGraphBuilder:
         self._head(normed)
         inputs, outputs = self._io()
         graph = helper.make_graph(self.nodes, self.graph_name, inputs, outputs, self.initializers)
-        model = helper.make_model(graph, producer_name='ministral_ros.streaming_export', ir_version=IR_VERSION,
-                                  opset_imports=[helper.make_opsetid('', OPSET), helper.make_opsetid(MS_DOMAIN, 1)])
-        return model
+        opsets = [helper.make_opsetid('', OPSET), helper.make_opsetid(MS_DOMAIN, 1)]
+        if any(node.domain == NATIVE_DOMAIN for node in self.nodes):
+            opsets.append(helper.make_opsetid(NATIVE_DOMAIN, 1))
+        return helper.make_model(graph, producer_name='ministral_ros.streaming_export', ir_version=IR_VERSION,
+                                 opset_imports=opsets)

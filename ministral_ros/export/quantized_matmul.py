@@ -13,6 +13,13 @@ quantizes each weight as it is read. int8, and int4 by default, emit the same no
 * ``int4`` at block 64 or 128 (``Int4Recipe(block_size=64)``, ``FAST_INT4``): the same ``MatMulNBits`` node
   with a fourth input, ``W_zero_points uint8 [N, ceil(K/block / 2)]``; values, scales and zero points from
   int4_blocks.py (asymmetric, searched range). With ``output='int8'`` the output matrix takes the int8 nodes.
+* ``int4`` with ``Int4Recipe(kernel='q4')`` (what ``auto`` picks at block 32 where the library is built), for
+  every matrix whose input size is a multiple of 512 (all of Ministral 8B's; the builder leaves the others to
+  ``MatMulNBits``, which the operator's padding to 512 would only make larger): the block-32 blocks above,
+  rearranged for ministral_ros's own operator,
+  ``ai.ministral_ros.Q4MatMul(x, W_q4 uint8 [N, KS, 8, 32], W_scales float16 [N, KS * 16])``
+  (kernels/q4_layout.py; 4.5 bits per weight as onnxruntime reads them, against ``MatMulNBits``' ~6 after its
+  repacking). The scales are rounded to float16; the nibbles are the same.
 * ``int8``: ``quantize_dynamic(weight_type=QInt8, per_channel=True, op_types=['MatMul'])`` turns the
   node into ``DynamicQuantizeLinear(x)``, ``MatMulInteger(x_q, W_q int8 [K, N], x_zp, W_zp int8 [N] = 0)``,
   ``Cast(float)`` and a ``Mul`` by ``x_scale * W_scale``. Per output column ``W_scale = float32(2 * max|w| / 254)``
@@ -23,10 +30,12 @@ quantizes each weight as it is read. int8, and int4 by default, emit the same no
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ministral_ros.export.int4_blocks import quantize_rows
 from ministral_ros.export.weight_writer import ExternalDataWriter, MatMulWeights, small_constant
+from ministral_ros.kernels import DOMAIN as NATIVE_DOMAIN, library_path, OP_TYPE as NATIVE_OP
+from ministral_ros.kernels.q4_layout import from_matmulnbits, super_blocks
 import numpy as np
 from onnx import helper, TensorProto
 
@@ -71,23 +80,40 @@ class Int4Recipe:
     17% (64) or 25% (128) fewer bytes per decode step, but further from the fp32 logits of a real model
     (benchmarks/RESULTS.md), so they are an option, not the default. ``output``: the output matrix (lm_head,
     131072 x 4096 in the 8B) ``int4`` like the rest (default) or ``int8`` (dynamic, per channel: its error
-    lands in the logits directly; llama.cpp keeps it at 6 bits for that reason)."""
+    lands in the logits directly; llama.cpp keeps it at 6 bits for that reason). ``kernel``: ``q4``
+    (block 32 only: ministral_ros's native CPU operator, kernels/; fewer bytes per decode step, the library
+    needed at run time), ``matmulnbits`` (onnxruntime's operator, every execution provider) or ``auto``
+    (default: ``q4`` at block 32 when the library is built here, ``matmulnbits`` otherwise; ``resolved``)."""
     block_size: int = INT4_BLOCK
     output: str = 'int4'
+    kernel: str = 'auto'
 
     def __post_init__(self) -> None:
         if self.block_size not in INT4_BLOCK_SIZES:
             raise ValueError(f'int4 block size must be one of {INT4_BLOCK_SIZES}, got {self.block_size}')
         if self.output not in INT4_OUTPUTS:
             raise ValueError(f'int4 output matrix must be one of {INT4_OUTPUTS}, got {self.output!r}')
+        if self.kernel not in INT4_KERNELS:
+            raise ValueError(f'int4 kernel must be one of {INT4_KERNELS}, got {self.kernel!r}')
+        if self.kernel == 'q4' and self.block_size != INT4_BLOCK:
+            raise ValueError(f'the q4 kernel reads blocks of {INT4_BLOCK} only, got block size {self.block_size}')
+
+    def resolved(self) -> Int4Recipe:
+        """This recipe with ``kernel='auto'`` decided for an export on this machine."""
+        if self.kernel != 'auto':
+            return self
+        native = self.block_size == INT4_BLOCK and library_path() is not None
+        return replace(self, kernel='q4' if native else 'matmulnbits')
 
     def describe(self) -> dict[str, object]:
         kind = 'symmetric' if self.block_size == INT4_BLOCK else 'asymmetric, searched range'
-        return {'int4_block_size': self.block_size, 'int4_blocks': kind, 'output_matrix': self.output}
+        return {'int4_block_size': self.block_size, 'int4_blocks': kind, 'output_matrix': self.output,
+                'int4_kernel': self.kernel}
 
 
 INT4_BLOCK_SIZES = (32, 64, 128)
 INT4_OUTPUTS = ('int8', 'int4')
+INT4_KERNELS = ('auto', 'q4', 'matmulnbits')
 FAST_INT4 = Int4Recipe(block_size=64, output='int8')  # the speed option measured in benchmarks/RESULTS.md
 
 
@@ -111,6 +137,27 @@ def int4_matmul(writer: ExternalDataWriter, weights: MatMulWeights, data: str, p
                             domain=MS_DOMAIN, K=weights.inputs, N=weights.outputs, bits=4, block_size=block,
                             accuracy_level=INT4_ACCURACY_LEVEL)
     return initializers, [node]
+
+
+def q4_matmul(writer: ExternalDataWriter, weights: MatMulWeights, data: str, prefix: str) -> tuple[list, list]:
+    """``Q4MatMul`` for ``data @ weights`` named ``prefix`` (block 32, the default's nibbles); returns
+    (initializers, nodes), output ``prefix.out``."""
+    inputs, outputs = weights.inputs, weights.outputs
+    matmulnbits_scales: list[np.ndarray] = []
+    half_scales: list[np.ndarray] = []
+
+    def quants() -> Iterator[np.ndarray]:
+        for packed in _int4_packed_blocks(weights, matmulnbits_scales):
+            rearranged, scales = from_matmulnbits(packed, matmulnbits_scales.pop(), inputs)
+            half_scales.append(scales)
+            yield rearranged
+
+    supers = super_blocks(inputs)
+    packed = writer.add(f'{prefix}.weight_q4', np.uint8, (outputs, supers, 8, 32), quants())
+    scale = writer.add(f'{prefix}.weight_q4_scales', np.float16, (outputs, supers * 16), half_scales)
+    node = helper.make_node(NATIVE_OP, [data, packed.name, scale.name], [f'{prefix}.out'], name=prefix,
+                            domain=NATIVE_DOMAIN, K=inputs, N=outputs)
+    return [packed, scale], [node]
 
 
 def int8_column_scales(weights: MatMulWeights) -> np.ndarray:

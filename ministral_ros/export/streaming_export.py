@@ -90,16 +90,18 @@ def _write_graph(checkpoint: Checkpoint, windows: list[int | None], precision: s
 
 
 # Bytes per parameter of everything but the embedding table (kept float32 in int8/int4 folders):
-# int8 = 1 byte (+ per-channel scales); int4 = 4 bits + a float32 scale per block (+ a 4-bit zero point per
-# block above 32), the output matrix per its recipe.
+# int8 = 1 byte (+ per-channel scales); int4 as int4_bytes_per_weight says, the output matrix per its recipe.
 WEIGHT_BYTES = {'fp32': 4.0, 'fp16': 2.0, 'int8': 1.0}
 SECONDS_PER_BILLION = 35.0  # measured: Ministral 8B's shape, 174-277 s per precision on 2 busy cores
 SEARCH_SECONDS_PER_BILLION = 100.0  # int4 blocks above 32: the range search (one core; 8B shape: 1123 s in all, busy)
 CALIBRATION_SECONDS_PER_BILLION = 13.0  # int8 KV cache: the layer-by-layer calibration (8B shape, int4: 104 s, busy)
 
 
-def int4_bytes_per_weight(block: int) -> float:
-    return (4 + 32 / block + (4 / block if block > INT4_BLOCK else 0)) / 8
+def int4_bytes_per_weight(block: int, kernel: str = 'matmulnbits') -> float:
+    """Bytes per int4 weight on disk: 4 bits, a scale per block (float32; float16 for the q4 kernel) and, above
+    block 32, a 4-bit zero point per block."""
+    scale_bits = 16 if kernel == 'q4' else 32
+    return (4 + scale_bits / block + (4 / block if block > INT4_BLOCK else 0)) / 8
 
 
 def describe_streamed_needs(config: dict, precision: str, int4: Int4Recipe | None = None,
@@ -111,9 +113,9 @@ def describe_streamed_needs(config: dict, precision: str, int4: Int4Recipe | Non
     table_bytes = table * (2 if precision == 'fp16' or half_table else 4)
     minutes = params / 1e9 * SECONDS_PER_BILLION / 60
     if precision == 'int4':
-        int4 = int4 or Int4Recipe()
+        int4 = (int4 or Int4Recipe()).resolved()
         output = 0 if config.get('tie_word_embeddings') else table
-        per_weight = int4_bytes_per_weight(int4.block_size)
+        per_weight = int4_bytes_per_weight(int4.block_size, int4.kernel)
         output_bytes = output * (1.0 if int4.output == 'int8' else per_weight)
         disk = table_bytes + (params - table - output) * per_weight + output_bytes
         if int4.block_size > INT4_BLOCK:
@@ -139,7 +141,7 @@ def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 
     ``int4``: how an int4 export quantizes (quantized_matmul.py; default ``Int4Recipe()``). ``kv_cache``:
     ``float`` (float32, or float16 at fp16) or ``int8`` (kv_int8.py), calibrated on ``calibration`` (required
     then; ``commands.export.node_prompt_calibration()`` gives the node's real prompt with sample commands)."""
-    int4 = int4 or Int4Recipe()
+    int4 = (int4 or Int4Recipe()).resolved()
     if precision not in STREAMED_PRECISIONS:
         raise ExportError(f'precision must be one of {", ".join(STREAMED_PRECISIONS)}, got {precision!r}')
     if attention not in BUILDERS:
@@ -157,6 +159,9 @@ def export_streaming(src_dir: Path | str, out_dir: Path | str, precision: str = 
     checkpoint.config['max_position_embeddings'] = context_length(checkpoint.config, layer_pattern)
     logger.info('%s (%s layout); layer windows: %s', origin, checkpoint.layout,
                 ', '.join('full' if w is None else str(w) for w in windows))
+    if precision == 'int4':
+        logger.info('int4 weights: blocks of %d, the %s operator, output matrix %s', int4.block_size,
+                    {'q4': 'native Q4MatMul', 'matmulnbits': "onnxruntime's MatMulNBits"}[int4.kernel], int4.output)
     logger.info('export %s at %s: %s', checkpoint.src, precision,
                 describe_streamed_needs(checkpoint.config, precision, int4, kv_cache,
                                         half_table=half_table_candidate(checkpoint, precision)))
