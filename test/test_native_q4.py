@@ -301,3 +301,11 @@ def test_the_portable_build_computes_the_reference(tmp_path):
     assert library.q4_matmul(x.ctypes.data, 3, 700, 5, quants.ctypes.data, scales.ctypes.data, y.ctypes.data, 0, 5) == 0
     reference = reference_matmul(x, quants, scales, 700)
     assert float(np.abs(y - reference).max()) <= 1e-5 * float(np.abs(reference).max())
+
+
+def test_calibrating_a_q4_folder_without_the_library_is_an_export_error(exported, monkeypatch):
+    from ministral_ros.export.exporter import ExportError
+    from ministral_ros.export.layer_stream import LayerStream
+    monkeypatch.setattr(kernels, 'library_path', lambda: None)
+    with pytest.raises(ExportError, match='tools/fetch_onnxruntime_headers.sh'):
+        dict(LayerStream(exported['q4'], threads=1).keys_and_values([[1, 2, 3]], 0))

@@ -35,7 +35,7 @@ import time
 from ministral_ros.engine.manifest import read_manifest
 from ministral_ros.export.exporter import ExportError
 from ministral_ros.export.graph_builder import hidden_names
-from ministral_ros.kernels import register_if_used
+from ministral_ros.kernels import KernelUnavailable, register_if_used
 import numpy as np
 import onnx
 from onnx import helper, TensorProto
@@ -120,7 +120,10 @@ class LayerStream:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         options.add_session_config_entry('session.model_external_initializers_file_folder_path', str(self.folder))
-        register_if_used(options, self.model)
+        try:
+            register_if_used(options, self.model)
+        except KernelUnavailable as error:
+            raise ExportError(str(error)) from error
         return onnxruntime.InferenceSession(cut(self.model, inputs, outputs).SerializeToString(), sess_options=options,
                                             providers=['CPUExecutionProvider'])
 
